@@ -1,0 +1,75 @@
+//! Benign, generated demo images: a newcomer can hash (and later match) something at once
+//! without any photo collection.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::decode::jpeg;
+
+/// A deterministic synthetic scene: gradient sky, a few discs and stripes. `seed` varies it.
+pub fn scene(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let mut px = Vec::with_capacity((width * height * 3) as usize);
+    let s = seed as f32;
+    let discs: Vec<(f32, f32, f32, [u8; 3])> = (0..4)
+        .map(|k| {
+            let k = k as f32;
+            let fx = ((s * 0.37 + k * 0.23).sin() * 0.5 + 0.5) * width as f32;
+            let fy = ((s * 0.71 + k * 0.41).cos() * 0.5 + 0.5) * height as f32;
+            let r = (0.08 + 0.05 * ((s + k).sin().abs())) * width.min(height) as f32;
+            let c = [
+                (40.0 + 200.0 * ((s + k) * 0.9).sin().abs()) as u8,
+                (40.0 + 200.0 * ((s + k) * 1.3).cos().abs()) as u8,
+                (40.0 + 200.0 * ((s * 2.0 + k) * 0.7).sin().abs()) as u8,
+            ];
+            (fx, fy, r, c)
+        })
+        .collect();
+    for y in 0..height {
+        for x in 0..width {
+            let (fx, fy) = (x as f32, y as f32);
+            let mut c = [
+                (255.0 * fy / height as f32) as u8,
+                (128.0 + 100.0 * (fx / width as f32 * 6.0 + s).sin()) as u8,
+                (255.0 - 200.0 * fx / width as f32) as u8,
+            ];
+            if ((fx + fy * 0.5 + s * 13.0) / (width as f32 / 9.0)) as u32 % 2 == 0
+                && fy > height as f32 * 0.7
+            {
+                c = [c[0] / 2, c[1] / 2, c[2] / 2];
+            }
+            for (dx, dy, r, dc) in &discs {
+                if (fx - dx).powi(2) + (fy - dy).powi(2) < r * r {
+                    c = *dc;
+                }
+            }
+            px.extend_from_slice(&c);
+        }
+    }
+    px
+}
+
+pub fn write_demo_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::new();
+    for seed in 0..4u32 {
+        let (w, h) = (640 + seed * 64, 480 + seed * 32);
+        let px = scene(w, h, seed);
+        let png = dir.join(format!("demo-{seed}.png"));
+        image::save_buffer_with_format(
+            &png,
+            &px,
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .with_context(|| format!("writing {}", png.display()))?;
+        out.push(png);
+        let jpg = dir.join(format!("demo-{seed}.jpg"));
+        let bytes = jpeg::encode(&px, w, h, 3, 90, false)?;
+        std::fs::write(&jpg, bytes).with_context(|| format!("writing {}", jpg.display()))?;
+        out.push(jpg);
+    }
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! The `baken` command line. Exit codes: 0 success, 1 some input failed, 2 usage error.
+
+mod demo;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::decode::DecodeLimits;
+use crate::error::ErrorReport;
+use crate::hashing::{self, HashOptions, HashOutput, Hasher, PdqMode};
+
+#[derive(Parser)]
+#[command(
+    name = "baken",
+    version,
+    about = "Known-image hash matching and reporting"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hash image files; prints one JSON object per file, in argument order.
+    Hash(HashArgs),
+    /// Write a few generated, benign demo images (PNG and JPEG) into a directory.
+    DemoImages {
+        /// Directory to create.
+        #[arg(default_value = "baken-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// Comma-separated: pdq,phash,dhash,ahash,blockhash,md5,sha1,sha256 or all.
+    #[arg(long, default_value = "pdq,md5,sha1,sha256", value_parser = parse_algo_list)]
+    algo: AlgoList,
+    /// PDQ pipeline: full (no pre-resize; pdqhash/HMA) or ref512 (Meta's C++ tool).
+    #[arg(long, default_value = "full")]
+    pdq_mode: PdqMode,
+    /// JPEG fast mode: decode with DCT scaling (shorter side ≥ 256 px). Not bit-exact.
+    #[arg(long)]
+    fast: bool,
+    /// Hash-size side for pHash/dHash/aHash/blockhash (bits = side²).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
+    imghash_size: u32,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Image files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// A parsed `--algo` list (clap needs one value type per argument).
+#[derive(Clone)]
+struct AlgoList(Vec<hashing::Algorithm>);
+
+fn parse_algo_list(s: &str) -> Result<AlgoList, String> {
+    hashing::parse_algorithms(s).map(AlgoList)
+}
+
+#[derive(Args, Clone, Copy)]
+struct LimitArgs {
+    /// Largest input file, bytes.
+    #[arg(long, default_value_t = DecodeLimits::default().max_input_bytes)]
+    max_bytes: u64,
+    /// Largest width × height.
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    max_pixels: u64,
+    /// Largest width or height.
+    #[arg(long, default_value_t = DecodeLimits::default().max_dimension)]
+    max_dimension: u32,
+    /// Largest decoder memory, bytes.
+    #[arg(long, default_value_t = DecodeLimits::default().max_alloc)]
+    max_alloc: u64,
+}
+
+impl From<LimitArgs> for DecodeLimits {
+    fn from(a: LimitArgs) -> Self {
+        DecodeLimits {
+            max_input_bytes: a.max_bytes,
+            max_pixels: a.max_pixels,
+            max_dimension: a.max_dimension,
+            max_alloc: a.max_alloc,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FileLine<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    out: &'a HashOutput,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    file: &'a str,
+    error: ErrorReport,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BAKEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Hash(args) => hash(args),
+        Command::DemoImages { dir } => {
+            let files = demo::write_demo_images(&dir)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
+    let opts = HashOptions {
+        algorithms: args.algo.0,
+        pdq_mode: args.pdq_mode,
+        fast_min_side: args.fast.then_some(hashing::FAST_MIN_SIDE),
+        limits: args.limits.into(),
+        imghash: hashing::imghash::ImgHashConfig {
+            phash_size: args.imghash_size,
+            dhash_size: args.imghash_size,
+            ahash_size: args.imghash_size,
+            blockhash_size: args.imghash_size,
+        },
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    let hasher = Hasher::new(opts);
+    let limit = hasher.options().limits.max_input_bytes;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = 0usize;
+    // Chunks keep output streaming and memory bounded while rayon keeps every core busy.
+    let chunk = pool.current_num_threads().max(1) * 4;
+    for files in args.files.chunks(chunk) {
+        let results = pool
+            .install(|| hasher.hash_batch(files, |p: &PathBuf| hashing::read_limited(p, limit)));
+        for (path, res) in files.iter().zip(results) {
+            let name = path.to_string_lossy();
+            let line = match &res {
+                Ok(o) => serde_json::to_string(&FileLine {
+                    file: &name,
+                    out: o,
+                })?,
+                Err(e) => {
+                    failed += 1;
+                    tracing::debug!(kind = e.kind(), "input failed");
+                    serde_json::to_string(&ErrorLine {
+                        file: &name,
+                        error: e.into(),
+                    })?
+                }
+            };
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

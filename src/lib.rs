@@ -1,0 +1,4 @@
+pub mod cli;
+pub mod decode;
+pub mod error;
+pub mod hashing;

@@ -1,0 +1,130 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` next to the repository, when present (CI always has it; a fresh clone elsewhere
+/// may not). Tests that need it call this and return early with a message when it is absent.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("vectors").is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: ../shared is absent (needs the shared test data next to the clone)");
+        None
+    }
+}
+
+/// Minimal CSV splitting for the shared manifests: handles quoted fields with commas.
+pub fn split_csv_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Rows of a CSV file as header-keyed maps.
+pub fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = split_csv_line(lines.next().expect("header"));
+    lines
+        .map(|l| header.iter().cloned().zip(split_csv_line(l)).collect())
+        .collect()
+}
+
+/// A deterministic synthetic photo-like image, integer arithmetic only (identical on every
+/// platform): a bilinear blend of a random 9×9 colour grid, a few discs and a stripe band.
+/// `channels` is 1 (grey) or 3 (RGB).
+pub fn generated_image(width: u32, height: u32, channels: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    const G: i64 = 8;
+    let grid: Vec<[i64; 3]> = (0..(G + 1) * (G + 1))
+        .map(|_| {
+            let v = next();
+            [
+                (v & 255) as i64,
+                ((v >> 8) & 255) as i64,
+                ((v >> 16) & 255) as i64,
+            ]
+        })
+        .collect();
+    let (w, h) = (i64::from(width), i64::from(height));
+    let discs: Vec<(i64, i64, i64, i64)> = (0..3)
+        .map(|_| {
+            let v = next();
+            let cx = (v & 0xFFFF) as i64 * w / 0x10000;
+            let cy = ((v >> 16) & 0xFFFF) as i64 * h / 0x10000;
+            let r = 2 + ((v >> 32) & 0xFF) as i64 * w.min(h) / 1024;
+            (cx, cy, r, ((v >> 40) & 255) as i64)
+        })
+        .collect();
+    let mut out = Vec::with_capacity((width * height) as usize * channels);
+    for y in 0..h {
+        let gy = y * G * 256 / (h - 1).max(1);
+        let (iy, fy) = ((gy >> 8).min(G - 1), gy - ((gy >> 8).min(G - 1) << 8));
+        for x in 0..w {
+            let gx = x * G * 256 / (w - 1).max(1);
+            let (ix, fx) = ((gx >> 8).min(G - 1), gx - ((gx >> 8).min(G - 1) << 8));
+            let at = |dx: i64, dy: i64| grid[((iy + dy) * (G + 1) + ix + dx) as usize];
+            let mut c = [0i64; 3];
+            for (k, ck) in c.iter_mut().enumerate() {
+                *ck = (at(0, 0)[k] * (256 - fx) * (256 - fy)
+                    + at(1, 0)[k] * fx * (256 - fy)
+                    + at(0, 1)[k] * (256 - fx) * fy
+                    + at(1, 1)[k] * fx * fy)
+                    >> 16;
+            }
+            for &(cx, cy, r, tone) in &discs {
+                if (x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r {
+                    c = [tone, 255 - tone, (tone + 85) & 255];
+                }
+            }
+            if (y * 16 / h.max(1)) == 11 && ((x / 7) & 1) == 0 {
+                c = [c[0] / 3, c[1] / 3, c[2] / 3];
+            }
+            if channels == 1 {
+                out.push(((c[0] * 77 + c[1] * 150 + c[2] * 29) >> 8) as u8);
+            } else {
+                out.extend(c.iter().map(|&v| v.clamp(0, 255) as u8));
+            }
+        }
+    }
+    out
+}
+
+/// The generated images with recorded reference PDQ values (tests/pdq_generated.rs):
+/// (width, height, channels, seed).
+pub const GENERATED_CASES: [(u32, u32, usize, u64); 8] = [
+    (640, 480, 3, 1),
+    (1000, 700, 3, 2),
+    (333, 517, 3, 3),
+    (100, 37, 3, 4),
+    (2048, 1536, 3, 5),
+    (800, 600, 1, 6),
+    (129, 129, 1, 7),
+    (5, 9, 3, 8),
+];
+
+pub fn generated_name(c: &(u32, u32, usize, u64)) -> String {
+    format!("gen-{}x{}-c{}-s{}", c.0, c.1, c.2, c.3)
+}
