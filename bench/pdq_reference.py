@@ -17,10 +17,12 @@ def load(data, mode):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    im = im.convert("RGB")
-    if mode == "ref512" and (im.width > 512 or im.height > 512):
-        im = im.resize((512, 512), Image.NEAREST)
-    return np.asarray(im)
+    a = np.asarray(im.convert("RGB"))
+    h, w = a.shape[:2]
+    if mode == "ref512" and (w > 512 or h > 512):
+        # The C++ tool's squash: source index floor(i * N / 512).
+        a = np.ascontiguousarray(a[(np.arange(512) * h) // 512][:, (np.arange(512) * w) // 512])
+    return a
 
 
 def main():

@@ -67,6 +67,7 @@ fn hash(path: &Path, mode: PdqMode, fast: bool) -> Result<(Hash256, u8), String>
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let opts = DecodeOptions {
         jpeg_scale_min_side: fast.then_some(baken::hashing::FAST_MIN_SIDE),
+        ..DecodeOptions::default()
     };
     let img = decode::decode(&bytes, &DecodeLimits::default(), opts).map_err(|e| e.to_string())?;
     let h = pdq_hash(img.view(), mode);

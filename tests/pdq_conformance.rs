@@ -146,3 +146,35 @@ fn dihedral_hashes_predict_transformed_photos() {
         }
     }
 }
+
+#[test]
+fn alpha_ignore_reproduces_references_that_drop_alpha() {
+    // python-threatexchange's LA.png has real transparency. The C++ reference (and HMA via
+    // Pillow) drop alpha; Baken flattens onto white by default and drops it on request.
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let base = shared.join("vectors/pdq");
+    let file = "python-threatexchange/threatexchange/tests/hashing/resources/LA.png";
+    let row = common::read_csv(&base.join("generated/cpp-reference-outputs.csv"))
+        .into_iter()
+        .find(|r| r["image"] == file && r["mode"] == "full")
+        .expect("LA.png row");
+    let bytes = std::fs::read(base.join(file)).unwrap();
+    let hash = |alpha| {
+        let opts = DecodeOptions {
+            alpha,
+            ..DecodeOptions::default()
+        };
+        let img = decode::decode(&bytes, &DecodeLimits::default(), opts).unwrap();
+        pdq_hash(img.view(), PdqMode::Full)
+    };
+    let ignored = hash(decode::Alpha::Ignore);
+    assert_eq!(ignored.hash.to_hex(), row["orig"]);
+    assert_eq!(ignored.quality.to_string(), row["quality"]);
+    let white = hash(decode::Alpha::White);
+    assert!(
+        white.hash.hamming(&ignored.hash) > 16,
+        "transparency must matter here"
+    );
+}

@@ -50,6 +50,9 @@ struct HashArgs {
     /// JPEG fast mode: decode with DCT scaling (shorter side ≥ 256 px). Not bit-exact.
     #[arg(long)]
     fast: bool,
+    /// Alpha: white (composite onto white, default) or ignore (keep stored colour, as HMA does).
+    #[arg(long, default_value = "white")]
+    alpha: crate::decode::Alpha,
     /// Hash-size side for pHash/dHash/aHash/blockhash (bits = side²).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
     imghash_size: u32,
@@ -155,6 +158,7 @@ fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
         pdq_mode: args.pdq_mode,
         fast_min_side: args.fast.then_some(hashing::FAST_MIN_SIDE),
         limits: args.limits.into(),
+        alpha: args.alpha,
         imghash: hashing::imghash::ImgHashConfig {
             phash_size: args.imghash_size,
             dhash_size: args.imghash_size,

@@ -237,18 +237,19 @@ pub fn decode(
             format: FORMAT,
             limit: limits.max_alloc,
         })?;
-    buf.resize(size, 0);
+    // Not zero-filled: the decoder writes every byte, and zeroing a large buffer first costs a
+    // full extra pass over memory. The length is set only after a successful decode.
     // TurboJPEG defaults are the reference's: ISLOW IDCT, fancy upsampling. LIMITSCANS refuses
     // progressive images with absurd scan counts (a CPU-exhaustion vector).
     let flags = (tj::TJFLAG_ACCURATEDCT | tj::TJFLAG_LIMITSCANS) as c_int;
-    // SAFETY: buf holds out_w*out_h*channels bytes, matching width/height/pixel format with
-    // pitch 0 (= width * bytes per pixel); all pointers are live for the call.
+    // SAFETY: buf has capacity for out_w*out_h*channels bytes, matching width/height/pixel
+    // format with pitch 0 (= width * bytes per pixel); all pointers are live for the call.
     let rc = unsafe {
         tj::tjDecompress2(
             handle.0,
             data.as_ptr(),
             len,
-            buf.as_mut_ptr(),
+            buf.spare_capacity_mut().as_mut_ptr().cast::<u8>(),
             out_w as c_int,
             0,
             out_h as c_int,
@@ -271,6 +272,9 @@ pub fn decode(
             return Err(classify(&msg));
         }
     }
+    // SAFETY: tjDecompress2 returned success (or a non-fatal warning, after which the image is
+    // complete) and so wrote all out_w*out_h*channels = `size` bytes of the reserved capacity.
+    unsafe { buf.set_len(size) };
     let pixels = match channels {
         1 => Pixels::Grey(buf),
         3 => Pixels::Rgb(buf),

@@ -170,8 +170,35 @@ impl DecodedImage {
     }
 }
 
+/// What to do with an alpha channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Alpha {
+    /// Composite onto white: hash what a viewer sees. The default, and the corpus reference's.
+    #[default]
+    White,
+    /// Drop the alpha channel and keep the stored colour, as Pillow's `convert("RGB")` does
+    /// (python-threatexchange / HMA). For matching lists built that way.
+    Ignore,
+}
+
+impl std::str::FromStr for Alpha {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "white" => Ok(Alpha::White),
+            "ignore" => Ok(Alpha::Ignore),
+            other => Err(format!(
+                "unknown alpha handling {other:?}: use white or ignore"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOptions {
+    /// Alpha handling for formats that carry it.
+    pub alpha: Alpha,
     /// JPEG only: decode with DCT-domain scaling to the smallest size whose shorter side is
     /// at least this many pixels. Faster, and no longer bit-exact with the reference.
     pub jpeg_scale_min_side: Option<u32>,
@@ -258,7 +285,7 @@ pub fn decode(
             pixels: img.pixels,
         });
     }
-    decode_with_image(data, format, limits)
+    decode_with_image(data, format, limits, opts.alpha)
 }
 
 fn map_image_error(
@@ -361,6 +388,7 @@ fn decode_with_image(
     data: &[u8],
     format: Format,
     limits: &DecodeLimits,
+    alpha_mode: Alpha,
 ) -> Result<DecodedImage, DecodeError> {
     let name = format.name();
     if let Some((w, h)) = peek_dimensions(format, data) {
@@ -397,7 +425,7 @@ fn decode_with_image(
     let colour_type = decoder.color_type();
     let img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(name, e, limits))?;
     let (colour, alpha, bit_depth) = describe(original, colour_type);
-    let pixels = to_pixels(img);
+    let pixels = to_pixels(img, alpha_mode);
     Ok(DecodedImage {
         info: ImageInfo {
             format,
@@ -440,7 +468,22 @@ fn over_white(c: u8, a: u8) -> u8 {
     ((c * a + 255 * (255 - a) + 127) / 255) as u8
 }
 
-fn to_pixels(img: DynamicImage) -> Pixels {
+fn to_pixels(img: DynamicImage, alpha: Alpha) -> Pixels {
+    let over_white = |c: u8, a: u8| match alpha {
+        Alpha::White => over_white(c, a),
+        Alpha::Ignore => c,
+    };
+    let flatten_rgba = |rgba: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
+        for p in rgba.chunks_exact(4) {
+            out.extend_from_slice(&[
+                over_white(p[0], p[3]),
+                over_white(p[1], p[3]),
+                over_white(p[2], p[3]),
+            ]);
+        }
+        out
+    };
     match img {
         DynamicImage::ImageLuma8(b) => Pixels::Grey(b.into_raw()),
         DynamicImage::ImageRgb8(b) => Pixels::Rgb(b.into_raw()),
@@ -476,18 +519,6 @@ fn to_pixels(img: DynamicImage) -> Pixels {
             }
         }
     }
-}
-
-fn flatten_rgba(rgba: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
-    for p in rgba.chunks_exact(4) {
-        out.extend_from_slice(&[
-            over_white(p[0], p[3]),
-            over_white(p[1], p[3]),
-            over_white(p[2], p[3]),
-        ]);
-    }
-    out
 }
 
 #[cfg(test)]

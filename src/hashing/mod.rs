@@ -107,6 +107,7 @@ pub struct HashOptions {
     /// many pixels. Not bit-exact with the reference; see docs/conformance.md.
     pub fast_min_side: Option<u32>,
     pub limits: DecodeLimits,
+    pub alpha: decode::Alpha,
     pub imghash: imghash::ImgHashConfig,
 }
 
@@ -117,6 +118,7 @@ impl Default for HashOptions {
             pdq_mode: PdqMode::Full,
             fast_min_side: None,
             limits: DecodeLimits::default(),
+            alpha: decode::Alpha::White,
             imghash: imghash::ImgHashConfig::default(),
         }
     }
@@ -201,6 +203,7 @@ impl Hasher {
                 &self.opts.limits,
                 DecodeOptions {
                     jpeg_scale_min_side: self.opts.fast_min_side,
+                    alpha: self.opts.alpha,
                 },
             )?;
             if self.wants(Algorithm::Pdq) {

@@ -167,9 +167,27 @@ pub struct PixelView<'a> {
 /// RGB: the reference core is fed `float32(R*0.299 + G*0.587 + B*0.114)` evaluated in double
 /// precision (PyPI `pdqhash` does it in numpy; it is also the correctly rounded luma that the
 /// C++ tool's float expression approximates). Grey: the value itself, as the C++ tool's grey path.
+///
+/// The three products come from tables: `f64::from(v) * c` is exact-same in a table as inline,
+/// and the lookups replace three int→double conversions and multiplies per pixel.
 #[inline(always)]
-fn luma_rgb(r: u8, g: u8, b: u8) -> f32 {
-    (f64::from(r) * 0.299 + f64::from(g) * 0.587 + f64::from(b) * 0.114) as f32
+fn luma_rgb(t: &LumaTables, r: u8, g: u8, b: u8) -> f32 {
+    (t[0][usize::from(r)] + t[1][usize::from(g)] + t[2][usize::from(b)]) as f32
+}
+
+type LumaTables = [[f64; 256]; 3];
+
+fn luma_tables() -> &'static LumaTables {
+    static T: std::sync::OnceLock<LumaTables> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = [[0f64; 256]; 3];
+        for (table, coeff) in t.iter_mut().zip([0.299f64, 0.587, 0.114]) {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = v as f64 * coeff;
+            }
+        }
+        t
+    })
 }
 
 /// A source of luma rows for the streaming filter.
@@ -177,6 +195,15 @@ trait LumaRows {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
     fn fill_row(&self, y: usize, out: &mut [f32]);
+
+    /// Rows `y0..y0+n` (n ≤ 8) straight into the lane layout; `scratch` holds 8 rows.
+    fn fill_lanes(&self, y0: usize, n: usize, lanes: &mut [Lane], scratch: &mut [f32]) {
+        let w = self.width();
+        for r in 0..n {
+            self.fill_row(y0 + r, &mut scratch[r * w..(r + 1) * w]);
+        }
+        transpose_in(scratch, n, w, lanes);
+    }
 }
 
 struct DirectRows<'a>(PixelView<'a>);
@@ -197,8 +224,31 @@ impl LumaRows for DirectRows<'_> {
                 *o = f32::from(p);
             }
         } else {
+            let t = luma_tables();
             for (o, px) in out.iter_mut().zip(row.chunks_exact(3)) {
-                *o = luma_rgb(px[0], px[1], px[2]);
+                *o = luma_rgb(t, px[0], px[1], px[2]);
+            }
+        }
+    }
+
+    fn fill_lanes(&self, y0: usize, n: usize, lanes: &mut [Lane], _scratch: &mut [f32]) {
+        let v = &self.0;
+        let stride = v.width * v.channels;
+        if n < LANES {
+            lanes.iter_mut().for_each(|l| *l = [0.0; LANES]);
+        }
+        let t = luma_tables();
+        for r in 0..n {
+            let y = y0 + r;
+            let row = &v.data[y * stride..(y + 1) * stride];
+            if v.channels == 1 {
+                for (l, &p) in lanes.iter_mut().zip(row) {
+                    l[r] = f32::from(p);
+                }
+            } else {
+                for (l, px) in lanes.iter_mut().zip(row.chunks_exact(3)) {
+                    l[r] = luma_rgb(t, px[0], px[1], px[2]);
+                }
             }
         }
     }
@@ -231,12 +281,13 @@ impl LumaRows for SquashedRows<'_> {
         let sy = y * v.height / REF512_SIDE;
         let stride = v.width * v.channels;
         let row = &v.data[sy * stride..(sy + 1) * stride];
+        let t = luma_tables();
         for (o, &sx) in out.iter_mut().zip(&self.cols) {
             *o = if v.channels == 1 {
                 f32::from(row[sx])
             } else {
                 let p = &row[sx * 3..sx * 3 + 3];
-                luma_rgb(p[0], p[1], p[2])
+                luma_rgb(t, p[0], p[1], p[2])
             };
         }
     }
@@ -463,10 +514,7 @@ fn jarosz_decimate(src: &impl LumaRows) -> [[f32; 64]; 64] {
         if let Some(ri) = step.add {
             while ri >= produced {
                 let n = LANES.min(h - produced);
-                for r in 0..n {
-                    src.fill_row(produced + r, &mut rows8[r * w..(r + 1) * w]);
-                }
-                transpose_in(&rows8, n, w, &mut lanes_in);
+                src.fill_lanes(produced, n, &mut lanes_in, &mut rows8);
                 box_lanes(&lanes_in, win_x, |oi, sum, cws| {
                     lanes_out[oi] = lane_div(sum, cws);
                 });

@@ -10,7 +10,13 @@ pub fn shared_dir() -> Option<PathBuf> {
     if p.join("vectors").is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: ../shared is absent (needs the shared test data next to the clone)");
+        // Written straight to stderr: the test harness captures `eprintln!`, and a skip must be
+        // visible in the run's output.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: ../shared is absent (needs the shared test data next to the clone)"
+        );
         None
     }
 }
