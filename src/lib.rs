@@ -2,3 +2,5 @@ pub mod cli;
 pub mod decode;
 pub mod error;
 pub mod hashing;
+pub mod index;
+pub mod store;

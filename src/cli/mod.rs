@@ -1,6 +1,7 @@
 //! The `baken` command line. Exit codes: 0 success, 1 some input failed, 2 usage error.
 
 mod demo;
+pub mod lists;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +24,17 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Data directory (RocksDB store).
+    #[arg(
+        long,
+        global = true,
+        default_value = "./baken-data",
+        env = "BAKEN_DATA"
+    )]
+    data: PathBuf,
+    /// Who is acting, recorded in the audit log (default: $USER).
+    #[arg(long, global = true, env = "BAKEN_ACTOR")]
+    actor: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +43,12 @@ struct Cli {
 enum Command {
     /// Hash image files; prints one JSON object per file, in argument order.
     Hash(HashArgs),
+    /// Manage hash lists: create, ls, show, import, export, remove, stats, audit.
+    #[command(subcommand)]
+    List(lists::ListCommand),
+    /// Hash files and match them against the lists; one JSON object per file.
+    /// Exit 0: no match, 1: a match, 2: an error.
+    Match(lists::MatchArgs),
     /// Write a few generated, benign demo images (PNG and JPEG) into a directory.
     DemoImages {
         /// Directory to create.
@@ -140,8 +158,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let actor = cli
+        .actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into());
     match cli.command {
         Command::Hash(args) => hash(args),
+        Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
+        Command::Match(args) => lists::run_match(args, &cli.data),
         Command::DemoImages { dir } => {
             let files = demo::write_demo_images(&dir)?;
             for f in files {

@@ -1,0 +1,375 @@
+//! `baken list …` and `baken match`.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::hashing::{self, HashOptions, Hasher, PdqMode};
+use crate::index::{MatchConfig, Matcher, QueryHash};
+use crate::store::export::{self, ExportFormat};
+use crate::store::import::{self, Format};
+use crate::store::{HashType, NewList, Store};
+
+#[derive(Subcommand)]
+pub enum ListCommand {
+    /// Create a list.
+    Create {
+        name: String,
+        /// Who curates it (NCMEC, ThreatExchange, StopNCII, Project VIC, own, …).
+        #[arg(long, default_value = "own")]
+        source: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Classification scheme, e.g. ncmec (A1/A2/B1/B2), vics, uk.
+        #[arg(long)]
+        scheme: Option<String>,
+        /// Known false positives: matches here suppress matches of the same query elsewhere.
+        #[arg(long)]
+        negative: bool,
+        /// Stricter threshold for a type, e.g. `--threshold pdq=20` (repeatable).
+        #[arg(long = "threshold", value_parser = parse_threshold)]
+        thresholds: Vec<(HashType, u32)>,
+    },
+    /// List the lists.
+    Ls,
+    /// Show one list's settings and counts.
+    Show { name: String },
+    /// Import a file (or `-` for stdin) into a list as one new version.
+    Import {
+        name: String,
+        #[arg(long)]
+        format: Format,
+        file: PathBuf,
+    },
+    /// Export a list's current entries.
+    Export {
+        name: String,
+        #[arg(long, default_value = "csv")]
+        format: ExportFormat,
+        /// Include tombstones.
+        #[arg(long)]
+        include_deleted: bool,
+        /// Output file (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Remove entries (kept as tombstones with the time and reason).
+    Remove {
+        name: String,
+        /// `TYPE:VALUE`, e.g. `md5:0123…` (repeatable).
+        #[arg(long = "hash", value_parser = parse_typed_hash)]
+        hashes: Vec<(HashType, Vec<u8>)>,
+        /// Remove every entry with this external id (repeatable).
+        #[arg(long = "external-id")]
+        external_ids: Vec<String>,
+        #[arg(long, default_value = "removed by operator")]
+        reason: String,
+    },
+    /// Counts per list (or one list).
+    Stats { name: Option<String> },
+    /// The audit log of list changes.
+    Audit,
+}
+
+#[derive(Args)]
+pub struct MatchArgs {
+    /// Match only these lists (repeatable; negative lists always apply).
+    #[arg(long = "list")]
+    lists: Vec<String>,
+    #[arg(long, default_value = "full")]
+    pdq_mode: PdqMode,
+    /// PDQ hashes under this quality are not matched.
+    #[arg(long, default_value_t = 50)]
+    quality_floor: u8,
+    /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
+    #[arg(long = "threshold", value_parser = parse_threshold)]
+    thresholds: Vec<(HashType, u32)>,
+    files: Vec<PathBuf>,
+}
+
+fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
+    let (t, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected TYPE=N, got {s:?}"))?;
+    let ty = HashType::new(t).map_err(|e| e.to_string())?;
+    let n = v
+        .parse()
+        .map_err(|_| format!("threshold {v:?} is not a number"))?;
+    Ok((ty, n))
+}
+
+fn parse_typed_hash(s: &str) -> Result<(HashType, Vec<u8>), String> {
+    let (t, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected TYPE:VALUE, got {s:?}"))?;
+    let ty = HashType::new(t).map_err(|e| e.to_string())?;
+    let bytes = ty.parse_value(v).map_err(|e| e.to_string())?;
+    Ok((ty, bytes))
+}
+
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn open_store(data: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    Store::open(data).with_context(|| format!("opening the store in {}", data.display()))
+}
+
+pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(data)?;
+    match cmd {
+        ListCommand::Create {
+            name,
+            source,
+            description,
+            scheme,
+            negative,
+            thresholds,
+        } => {
+            let meta = store.create_list(
+                NewList {
+                    name,
+                    source,
+                    description,
+                    classification_scheme: scheme,
+                    negative,
+                    thresholds: thresholds.into_iter().collect::<BTreeMap<_, _>>(),
+                },
+                actor,
+            )?;
+            print_json(&meta)?;
+        }
+        ListCommand::Ls => {
+            for m in store.lists()? {
+                print_json(&m)?;
+            }
+        }
+        ListCommand::Show { name } => print_json(&store.list(&name)?)?,
+        ListCommand::Import { name, format, file } => {
+            let source = file.display().to_string();
+            let result = if file.as_os_str() == "-" {
+                import::import(
+                    &store,
+                    &name,
+                    format,
+                    std::io::stdin().lock(),
+                    "stdin",
+                    actor,
+                )
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                import::import(
+                    &store,
+                    &name,
+                    format,
+                    BufReader::with_capacity(1 << 20, f),
+                    &source,
+                    actor,
+                )
+            };
+            let (report, _) = result?;
+            print_json(&report)?;
+            if report.counts.errors > 0 {
+                eprintln!(
+                    "{} record(s) could not be imported; see `errors` (first {} shown)",
+                    report.counts.errors,
+                    report.errors.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+        ListCommand::Export {
+            name,
+            format,
+            include_deleted,
+            out,
+        } => {
+            let meta = store.list(&name)?;
+            let n = match out {
+                Some(p) => {
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(&p)
+                            .with_context(|| format!("creating {}", p.display()))?,
+                    );
+                    let n = export::export(&store, &meta, format, include_deleted, &mut f)?;
+                    f.flush()?;
+                    n
+                }
+                None => {
+                    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = export::export(&store, &meta, format, include_deleted, &mut o)?;
+                    o.flush()?;
+                    n
+                }
+            };
+            eprintln!(
+                "exported {n} entries of {} at version {}",
+                meta.name, meta.version
+            );
+        }
+        ListCommand::Remove {
+            name,
+            hashes,
+            external_ids,
+            reason,
+        } => {
+            if hashes.is_empty() && external_ids.is_empty() {
+                bail!("give at least one --hash TYPE:VALUE or --external-id ID");
+            }
+            let mut change = store.begin(&name, actor, "list.remove")?;
+            for (ty, h) in &hashes {
+                change.tombstone(ty, h, &reason)?;
+            }
+            for id in &external_ids {
+                change.tombstone_external(id, &reason)?;
+            }
+            let (meta, audit) = change.commit(Some(reason))?;
+            print_json(&serde_json::json!({
+                "list": meta.name,
+                "version_from": audit.version_from,
+                "version_to": audit.version_to,
+                "counts": audit.counts,
+            }))?;
+        }
+        ListCommand::Stats { name } => {
+            let metas = match name {
+                Some(n) => vec![store.list(&n)?],
+                None => store.lists()?,
+            };
+            for m in metas {
+                let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+                let mut tombstones = 0u64;
+                store.scan_list_raw(&m, |prefix, deleted, _| {
+                    if deleted {
+                        tombstones += 1;
+                    } else if let Some((_, ty, _)) = crate::store::parse_entry_prefix(prefix) {
+                        *by_type.entry(ty.to_string()).or_default() += 1;
+                    }
+                    Ok(())
+                })?;
+                print_json(&serde_json::json!({
+                    "list": m.name,
+                    "version": m.version,
+                    "negative": m.negative,
+                    "live_entries": by_type.values().sum::<u64>(),
+                    "by_type": by_type,
+                    "tombstones": tombstones,
+                    "updated": m.updated,
+                }))?;
+            }
+        }
+        ListCommand::Audit => {
+            for a in store.audit()? {
+                print_json(&a)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct MatchLine<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    result: &'a crate::index::MatchResult,
+}
+
+/// Query hashes for a hashed file: PDQ with its 8 dihedrals and quality, the rest as is.
+pub fn query_from(out: &hashing::HashOutput) -> Vec<QueryHash> {
+    let mut q = Vec::new();
+    let ty = |s: &str| HashType::new(s).ok();
+    if let (Some(p), Some(t)) = (&out.pdq, ty("pdq")) {
+        q.push(QueryHash {
+            hash_type: t,
+            variants: p
+                .dihedral
+                .iter()
+                .filter_map(|h| hex::decode(h).ok())
+                .collect(),
+            quality: Some(p.quality),
+        });
+    }
+    for (name, v) in [
+        ("phash", &out.phash),
+        ("dhash", &out.dhash),
+        ("ahash", &out.ahash),
+        ("blockhash", &out.blockhash),
+        ("md5", &out.md5),
+        ("sha1", &out.sha1),
+        ("sha256", &out.sha256),
+    ] {
+        if let (Some(v), Some(t)) = (v, ty(name))
+            && let Ok(bytes) = hex::decode(v)
+        {
+            q.push(QueryHash {
+                hash_type: t,
+                variants: vec![bytes],
+                quality: None,
+            });
+        }
+    }
+    q
+}
+
+/// Exit codes: 0 no match, 1 at least one match, 2 errors (a file could not be read or decoded).
+pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
+    if args.files.is_empty() {
+        bail!("give at least one file");
+    }
+    let store = Arc::new(open_store(data)?);
+    for l in &args.lists {
+        store.list(l)?;
+    }
+    let config = MatchConfig {
+        thresholds: args.thresholds.into_iter().collect(),
+        pdq_quality_floor: args.quality_floor,
+    };
+    let matcher = Matcher::open(store, config)?;
+    let hasher = Hasher::new(HashOptions {
+        algorithms: hashing::Algorithm::ALL.to_vec(),
+        pdq_mode: args.pdq_mode,
+        ..HashOptions::default()
+    });
+    let limit = hasher.options().limits.max_input_bytes;
+    let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
+    let (mut any_match, mut any_error) = (false, false);
+    let results = hasher.hash_batch(&args.files, |p: &PathBuf| hashing::read_limited(p, limit));
+    for (path, res) in args.files.iter().zip(results) {
+        let name = path.to_string_lossy();
+        match res {
+            Ok(out) => {
+                let r = matcher.match_query(&query_from(&out), only)?;
+                any_match |= !r.matches.is_empty();
+                print_json(&MatchLine {
+                    file: &name,
+                    result: &r,
+                })?;
+            }
+            Err(e) => {
+                any_error = true;
+                print_json(&serde_json::json!({
+                    "file": name,
+                    "error": crate::error::ErrorReport::from(&e),
+                }))?;
+            }
+        }
+    }
+    Ok(ExitCode::from(if any_error {
+        2
+    } else if any_match {
+        1
+    } else {
+        0
+    }))
+}

@@ -1,0 +1,956 @@
+//! Hash lists in RocksDB: lists, entries, tombstones, an append-only audit log.
+//!
+//! # Versions and atomicity
+//! Every change to a list (an import, a removal, a tombstone) produces list version `v+1`.
+//! Entry records are multi-versioned: the key ends with the (inverted) version that wrote it,
+//! and a reader at list version `V` sees, per entry, the newest record with version ≤ `V`.
+//! A change writes its records at `v+1` in bounded chunks (constant memory however large the
+//! import), then commits with one synced `WriteBatch` that sets the list's version to `v+1` and
+//! appends the audit record. Until that batch lands, the staged records are invisible; after a
+//! crash they are rolled back at the next open (found through the `changes` log). So a list is
+//! always at its previous or its new version, and an acknowledged change is on disk.
+//!
+//! # Column families and keys (all integers big-endian)
+//! | cf | key | value |
+//! |---|---|---|
+//! | `lists` | list id u32 | `ListMeta` JSON |
+//! | `names` | list name | list id u32 |
+//! | `entries` | list u32 · type len u8 · type · hash len u8 · hash · !version u64 | flag u8 (1 = deleted) · `EntryRecord` JSON |
+//! | `changes` | list u32 · version u64 · seq u64 | entry key prefix (no version) |
+//! | `external` | list u32 · id len u16 · external id · entry key prefix | — |
+//! | `audit` | seq u64 | `AuditRecord` JSON |
+//! | `meta` | name | counters |
+
+pub mod export;
+pub mod hashtype;
+pub mod import;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+use serde::{Deserialize, Serialize};
+
+pub use hashtype::{HashType, HashValueError, Metric};
+
+const CF_LISTS: &str = "lists";
+const CF_NAMES: &str = "names";
+const CF_ENTRIES: &str = "entries";
+const CF_CHANGES: &str = "changes";
+const CF_EXTERNAL: &str = "external";
+const CF_AUDIT: &str = "audit";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 7] = [
+    CF_LISTS,
+    CF_NAMES,
+    CF_ENTRIES,
+    CF_CHANGES,
+    CF_EXTERNAL,
+    CF_AUDIT,
+    CF_META,
+];
+
+/// Staged writes are flushed to RocksDB in batches of this many operations.
+const CHUNK_OPS: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Db(String),
+    #[error("no list named {0:?}")]
+    NoSuchList(String),
+    #[error("a list named {0:?} already exists")]
+    ListExists(String),
+    #[error("invalid list name {0:?}: use 1-64 characters of letters, digits, '.', '_' or '-'")]
+    BadListName(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    HashValue(#[from] HashValueError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Db(e.into_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The current time as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A list of known hashes and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListMeta {
+    pub id: u32,
+    pub name: String,
+    /// Who curates it: NCMEC, ThreatExchange, StopNCII, Project VIC, own, …
+    pub source: String,
+    #[serde(default)]
+    pub description: String,
+    /// Hash types present in the list.
+    #[serde(default)]
+    pub hash_types: BTreeSet<HashType>,
+    /// e.g. "ncmec" (A1/A2/B1/B2), "vics" (categories), "uk" (A/B/C).
+    #[serde(default)]
+    pub classification_scheme: Option<String>,
+    pub version: u64,
+    pub created: String,
+    pub updated: String,
+    /// Known false positives: a match here suppresses matches of the same query elsewhere.
+    #[serde(default)]
+    pub negative: bool,
+    /// Per-type thresholds stricter than the defaults (`pdq` → 20, say).
+    #[serde(default)]
+    pub thresholds: std::collections::BTreeMap<HashType, u32>,
+    #[serde(default)]
+    pub live_entries: u64,
+    #[serde(default)]
+    pub tombstones: u64,
+}
+
+/// What a caller gives to create a list.
+#[derive(Debug, Clone, Default)]
+pub struct NewList {
+    pub name: String,
+    pub source: String,
+    pub description: String,
+    pub classification_scheme: Option<String>,
+    pub negative: bool,
+    pub thresholds: std::collections::BTreeMap<HashType, u32>,
+}
+
+/// One entry as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EntryRecord {
+    pub hash_type: HashType,
+    /// Canonical text form of the value (hex; PhotoDNA as numbers).
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub added: String,
+    pub updated: String,
+    /// Where the record came from: format, file, line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// Set when the entry was withdrawn by its source or removed: a tombstone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_reason: Option<String>,
+    /// The list version that wrote this record.
+    pub version: u64,
+}
+
+impl EntryRecord {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+/// A record as an importer produces it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Incoming {
+    pub hash_type: Option<HashType>,
+    pub hash: Vec<u8>,
+    pub external_id: Option<String>,
+    pub classification: Option<String>,
+    pub media_type: Option<String>,
+    pub tags: Vec<String>,
+    pub provenance: Option<String>,
+    /// The source withdrew it (NCMEC deletedImage, ThreatExchange should_delete, StopNCII
+    /// withdrawn). With no hash, the tombstone applies to every entry with `external_id`.
+    pub delete: bool,
+}
+
+/// The append-only audit log of list changes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub list: String,
+    pub version_from: u64,
+    pub version_to: u64,
+    #[serde(default)]
+    pub counts: ChangeCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeCounts {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub tombstoned: u64,
+    /// Tombstones for hashes or ids the list did not hold.
+    pub tombstone_unknown: u64,
+    /// Records an importer could not read (counted here, listed in the import report).
+    pub errors: u64,
+}
+
+/// Per-entry outcome of a staged put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Added,
+    Updated,
+    Unchanged,
+    Tombstoned,
+    TombstoneUnknown,
+}
+
+/// Key prefix of an entry (without the version suffix).
+pub fn entry_prefix(list: u32, ty: &HashType, hash: &[u8]) -> Vec<u8> {
+    let t = ty.as_str().as_bytes();
+    let mut k = Vec::with_capacity(4 + 1 + t.len() + 1 + hash.len() + 8);
+    k.extend_from_slice(&list.to_be_bytes());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k.push(hash.len() as u8);
+    k.extend_from_slice(hash);
+    k
+}
+
+/// Split an entry prefix back into (list, type, hash).
+pub fn parse_entry_prefix(k: &[u8]) -> Option<(u32, &str, &[u8])> {
+    let list = u32::from_be_bytes(k.get(0..4)?.try_into().ok()?);
+    let tl = usize::from(*k.get(4)?);
+    let ty = std::str::from_utf8(k.get(5..5 + tl)?).ok()?;
+    let hl = usize::from(*k.get(5 + tl)?);
+    let hash = k.get(6 + tl..6 + tl + hl)?;
+    (k.len() == 6 + tl + hl).then_some((list, ty, hash))
+}
+
+fn versioned(prefix: &[u8], version: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&(!version).to_be_bytes());
+    k
+}
+
+fn encode_record(r: &EntryRecord) -> Result<Vec<u8>> {
+    let mut v = vec![u8::from(r.is_deleted())];
+    serde_json::to_writer(&mut v, r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(v)
+}
+
+fn decode_record(v: &[u8]) -> Result<EntryRecord> {
+    serde_json::from_slice(v.get(1..).unwrap_or_default())
+        .map_err(|e| StoreError::Corrupt(format!("entry record: {e}")))
+}
+
+fn valid_list_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The embedded store. One writer at a time; readers never wait for writers.
+pub struct Store {
+    db: DB,
+    writer: Mutex<()>,
+    recovered: Vec<Recovered>,
+}
+
+/// An uncommitted change rolled back when the store was opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovered {
+    pub list: String,
+    pub version: u64,
+    pub records: u64,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, rolling back any change a crash left uncommitted.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|n| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*n, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let mut store = Store {
+            db,
+            writer: Mutex::new(()),
+            recovered: Vec::new(),
+        };
+        store.recovered = store.recover()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock cannot leave RocksDB half-written (batches are
+        // atomic), so a poisoned lock is safe to take over.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes a crash left uncommitted, rolled back by `open`.
+    pub fn recovered(&self) -> &[Recovered] {
+        &self.recovered
+    }
+
+    /// Roll back staged records of versions above each list's committed version.
+    fn recover(&self) -> Result<Vec<Recovered>> {
+        let _w = self.lock();
+        let mut done = Vec::new();
+        let changes = self.cf(CF_CHANGES)?;
+        let entries = self.cf(CF_ENTRIES)?;
+        for meta in self.lists()? {
+            let mut start = meta.id.to_be_bytes().to_vec();
+            start.extend_from_slice(&(meta.version + 1).to_be_bytes());
+            let mut batch = WriteBatch::default();
+            let mut n = 0u64;
+            for item in self
+                .db
+                .iterator_cf(changes, IteratorMode::From(&start, Direction::Forward))
+            {
+                let (k, v) = item?;
+                if k.get(0..4) != Some(&meta.id.to_be_bytes()[..]) {
+                    break;
+                }
+                let version = u64::from_be_bytes(
+                    k.get(4..12)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| StoreError::Corrupt("change key".into()))?,
+                );
+                batch.delete_cf(entries, versioned(&v, version));
+                batch.delete_cf(changes, &k);
+                n += 1;
+            }
+            if n > 0 {
+                tracing::warn!(list = %meta.name, version = meta.version, records = n, "rolled back an uncommitted change");
+                self.db.write_opt(batch, &synced())?;
+                done.push(Recovered {
+                    list: meta.name.clone(),
+                    version: meta.version + 1,
+                    records: n,
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn lists(&self) -> Result<Vec<ListMeta>> {
+        let cf = self.cf(CF_LISTS)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("list record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn list_by_id(&self, id: u32) -> Result<Option<ListMeta>> {
+        match self.db.get_cf(self.cf(CF_LISTS)?, id.to_be_bytes())? {
+            Some(v) => {
+                Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                    StoreError::Corrupt(format!("list record: {e}"))
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn list(&self, name: &str) -> Result<ListMeta> {
+        let id = self
+            .db
+            .get_cf(self.cf(CF_NAMES)?, name.as_bytes())?
+            .and_then(|v| v.as_slice().try_into().ok().map(u32::from_be_bytes))
+            .ok_or_else(|| StoreError::NoSuchList(name.to_string()))?;
+        self.list_by_id(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("list {name} has a name but no record")))
+    }
+
+    fn next_counter(&self, name: &str, batch: &mut WriteBatch) -> Result<u64> {
+        let cf = self.cf(CF_META)?;
+        let cur = self
+            .db
+            .get_cf(cf, name.as_bytes())?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        batch.put_cf(cf, name.as_bytes(), (cur + 1).to_be_bytes());
+        Ok(cur + 1)
+    }
+
+    fn put_audit(&self, batch: &mut WriteBatch, mut rec: AuditRecord) -> Result<AuditRecord> {
+        rec.seq = self.next_counter("audit_seq", batch)?;
+        let v = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.put_cf(self.cf(CF_AUDIT)?, rec.seq.to_be_bytes(), v);
+        Ok(rec)
+    }
+
+    fn put_list(&self, batch: &mut WriteBatch, meta: &ListMeta) -> Result<()> {
+        let v = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.put_cf(self.cf(CF_LISTS)?, meta.id.to_be_bytes(), v);
+        Ok(())
+    }
+
+    pub fn create_list(&self, spec: NewList, actor: &str) -> Result<ListMeta> {
+        if !valid_list_name(&spec.name) {
+            return Err(StoreError::BadListName(spec.name));
+        }
+        let _w = self.lock();
+        if self
+            .db
+            .get_cf(self.cf(CF_NAMES)?, spec.name.as_bytes())?
+            .is_some()
+        {
+            return Err(StoreError::ListExists(spec.name));
+        }
+        let mut batch = WriteBatch::default();
+        let id = u32::try_from(self.next_counter("list_id", &mut batch)?)
+            .map_err(|_| StoreError::Invalid("too many lists".into()))?;
+        let now = now_rfc3339();
+        let meta = ListMeta {
+            id,
+            name: spec.name.clone(),
+            source: spec.source,
+            description: spec.description,
+            hash_types: BTreeSet::new(),
+            classification_scheme: spec.classification_scheme,
+            version: 0,
+            created: now.clone(),
+            updated: now.clone(),
+            negative: spec.negative,
+            thresholds: spec.thresholds,
+            live_entries: 0,
+            tombstones: 0,
+        };
+        self.put_list(&mut batch, &meta)?;
+        batch.put_cf(self.cf(CF_NAMES)?, spec.name.as_bytes(), id.to_be_bytes());
+        self.put_audit(
+            &mut batch,
+            AuditRecord {
+                seq: 0,
+                at: now,
+                actor: actor.to_string(),
+                action: "list.create".into(),
+                list: spec.name,
+                version_from: 0,
+                version_to: 0,
+                counts: ChangeCounts::default(),
+                detail: meta.negative.then(|| "negative list".to_string()),
+            },
+        )?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(meta)
+    }
+
+    /// The newest record of an entry visible at `version`.
+    pub fn entry_at(&self, prefix: &[u8], version: u64) -> Result<Option<EntryRecord>> {
+        let cf = self.cf(CF_ENTRIES)?;
+        let start = versioned(prefix, version);
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&start);
+        if let (Some(k), Some(v)) = (it.key(), it.value())
+            && k.len() == prefix.len() + 8
+            && k.starts_with(prefix)
+        {
+            return Ok(Some(decode_record(v)?));
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// Begin a change to `list`; it holds the writer lock until committed or dropped.
+    pub fn begin(&self, list: &str, actor: &str, action: &str) -> Result<Change<'_>> {
+        let guard = self.lock();
+        let meta = self.list(list)?;
+        Ok(Change {
+            store: self,
+            _guard: guard,
+            version: meta.version + 1,
+            meta,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            batch: WriteBatch::default(),
+            ops: 0,
+            seq: 0,
+            counts: ChangeCounts::default(),
+            chunk_keys: HashSet::new(),
+            flushed: false,
+            types: BTreeSet::new(),
+            committed: false,
+        })
+    }
+
+    /// Every current (committed) record of a list, tombstones included, in key order.
+    pub fn scan_list(
+        &self,
+        meta: &ListMeta,
+        mut f: impl FnMut(&[u8], &EntryRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.scan_list_raw(meta, |prefix, _deleted, value| {
+            let rec = decode_record(value)?;
+            f(prefix, &rec)
+        })
+    }
+
+    /// Like `scan_list`, but hands over the prefix, deleted flag and undecoded value (the index
+    /// build needs only the first two).
+    pub fn scan_list_raw(
+        &self,
+        meta: &ListMeta,
+        mut f: impl FnMut(&[u8], bool, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let cf = self.cf(CF_ENTRIES)?;
+        let lp = meta.id.to_be_bytes();
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(lp);
+        let mut last: Vec<u8> = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&lp) {
+                break;
+            }
+            if k.len() < 12 {
+                return Err(StoreError::Corrupt("short entry key".into()));
+            }
+            let (prefix, ver) = k.split_at(k.len() - 8);
+            let version = !u64::from_be_bytes(ver.try_into().unwrap_or_default());
+            if version <= meta.version && prefix != last.as_slice() {
+                last.clear();
+                last.extend_from_slice(prefix);
+                f(prefix, v.first() == Some(&1), v)?;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    /// Entry prefixes recorded for an external id in a list.
+    fn external_prefixes(&self, list: u32, external_id: &str) -> Result<Vec<Vec<u8>>> {
+        let cf = self.cf(CF_EXTERNAL)?;
+        let head = external_head(list, external_id);
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&head);
+        while let Some(k) = it.key() {
+            if !k.starts_with(&head) {
+                break;
+            }
+            out.push(k[head.len()..].to_vec());
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit(&self) -> Result<Vec<AuditRecord>> {
+        let cf = self.cf(CF_AUDIT)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Entry prefixes changed in versions (from, to] of a list: what a live index applies.
+    pub fn changed_prefixes(&self, list: u32, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        let cf = self.cf(CF_CHANGES)?;
+        let mut start = list.to_be_bytes().to_vec();
+        start.extend_from_slice(&(from + 1).to_be_bytes());
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.get(0..4) != Some(&list.to_be_bytes()[..]) {
+                break;
+            }
+            let version = k
+                .get(4..12)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            if version > to {
+                break;
+            }
+            out.push(v.to_vec());
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+}
+
+fn external_head(list: u32, external_id: &str) -> Vec<u8> {
+    let mut k = list.to_be_bytes().to_vec();
+    let id = external_id.as_bytes();
+    k.extend_from_slice(&(id.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(&id[..id.len().min(u16::MAX as usize)]);
+    k
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+/// A change in progress: records staged at `version`, invisible until `commit`.
+/// Dropping it uncommitted rolls the staged records back.
+pub struct Change<'a> {
+    store: &'a Store,
+    _guard: std::sync::MutexGuard<'a, ()>,
+    meta: ListMeta,
+    version: u64,
+    actor: String,
+    action: String,
+    batch: WriteBatch,
+    ops: usize,
+    seq: u64,
+    counts: ChangeCounts,
+    /// Prefixes staged in the unflushed batch (duplicates within a chunk).
+    chunk_keys: HashSet<Vec<u8>>,
+    flushed: bool,
+    types: BTreeSet<HashType>,
+    committed: bool,
+}
+
+impl Change<'_> {
+    pub fn list(&self) -> &ListMeta {
+        &self.meta
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn counts(&self) -> &ChangeCounts {
+        &self.counts
+    }
+
+    pub fn count_error(&mut self) {
+        self.counts.errors += 1;
+    }
+
+    /// The record this change currently holds for `prefix`: its own staged one, else the
+    /// committed one.
+    fn current(&self, prefix: &[u8]) -> Result<(Option<EntryRecord>, bool)> {
+        if self.chunk_keys.contains(prefix) {
+            return Ok((None, true));
+        }
+        if self.flushed
+            && let Some(v) = self
+                .store
+                .db
+                .get_cf(self.store.cf(CF_ENTRIES)?, versioned(prefix, self.version))?
+        {
+            return Ok((Some(decode_record(&v)?), true));
+        }
+        Ok((self.store.entry_at(prefix, self.meta.version)?, false))
+    }
+
+    fn stage(&mut self, prefix: &[u8], rec: &EntryRecord, fresh: bool) -> Result<()> {
+        let entries = self.store.cf(CF_ENTRIES)?;
+        self.batch.put_cf(
+            entries,
+            versioned(prefix, self.version),
+            encode_record(rec)?,
+        );
+        if fresh {
+            let mut ck = self.meta.id.to_be_bytes().to_vec();
+            ck.extend_from_slice(&self.version.to_be_bytes());
+            ck.extend_from_slice(&self.seq.to_be_bytes());
+            self.seq += 1;
+            self.batch.put_cf(self.store.cf(CF_CHANGES)?, ck, prefix);
+        }
+        if let Some(ext) = &rec.external_id {
+            let mut k = external_head(self.meta.id, ext);
+            k.extend_from_slice(prefix);
+            self.batch.put_cf(self.store.cf(CF_EXTERNAL)?, k, []);
+        }
+        self.chunk_keys.insert(prefix.to_vec());
+        self.ops += 1;
+        if self.ops >= CHUNK_OPS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.ops > 0 {
+            let batch = std::mem::take(&mut self.batch);
+            // Not synced: the commit's synced write makes everything before it durable.
+            self.store.db.write(batch)?;
+            self.ops = 0;
+            self.chunk_keys.clear();
+            self.flushed = true;
+        }
+        Ok(())
+    }
+
+    /// Add or update an entry, or tombstone it when `inc.delete`.
+    pub fn put(&mut self, inc: &Incoming) -> Result<Outcome> {
+        let ty = inc
+            .hash_type
+            .clone()
+            .ok_or_else(|| StoreError::Invalid("record has no hash type".into()))?;
+        if inc.hash.is_empty() {
+            return Err(StoreError::HashValue(HashValueError::Empty));
+        }
+        let prefix = entry_prefix(self.meta.id, &ty, &inc.hash);
+        let (cur, staged_here) = self.current(&prefix)?;
+        let now = now_rfc3339();
+        if inc.delete {
+            return self.tombstone_prefix(
+                &prefix,
+                cur,
+                staged_here,
+                &ty,
+                &inc.hash,
+                "withdrawn by source",
+            );
+        }
+        let rec = EntryRecord {
+            hash: ty.format_value(&inc.hash),
+            hash_type: ty.clone(),
+            external_id: inc.external_id.clone(),
+            classification: inc.classification.clone(),
+            media_type: inc.media_type.clone(),
+            tags: inc.tags.clone(),
+            added: cur
+                .as_ref()
+                .filter(|c| !c.is_deleted())
+                .map_or_else(|| now.clone(), |c| c.added.clone()),
+            updated: now,
+            provenance: inc.provenance.clone(),
+            deleted_at: None,
+            deleted_reason: None,
+            version: self.version,
+        };
+        let outcome = match &cur {
+            None if staged_here => Outcome::Updated,
+            None => Outcome::Added,
+            Some(c) if c.is_deleted() => Outcome::Added,
+            Some(c) if same_content(c, &rec) => Outcome::Unchanged,
+            Some(_) => Outcome::Updated,
+        };
+        match outcome {
+            Outcome::Unchanged => self.counts.unchanged += 1,
+            Outcome::Added if !staged_here => self.counts.added += 1,
+            _ => self.counts.updated += 1,
+        }
+        if outcome != Outcome::Unchanged {
+            self.types.insert(ty);
+            self.stage(&prefix, &rec, !staged_here)?;
+        }
+        Ok(outcome)
+    }
+
+    fn tombstone_prefix(
+        &mut self,
+        prefix: &[u8],
+        cur: Option<EntryRecord>,
+        staged_here: bool,
+        ty: &HashType,
+        hash: &[u8],
+        reason: &str,
+    ) -> Result<Outcome> {
+        match cur {
+            Some(c) if !c.is_deleted() => {
+                let now = now_rfc3339();
+                let rec = EntryRecord {
+                    updated: now.clone(),
+                    deleted_at: Some(now),
+                    deleted_reason: Some(reason.to_string()),
+                    version: self.version,
+                    ..c
+                };
+                self.stage(prefix, &rec, !staged_here)?;
+                self.counts.tombstoned += 1;
+                Ok(Outcome::Tombstoned)
+            }
+            Some(_) => {
+                self.counts.unchanged += 1;
+                Ok(Outcome::Unchanged)
+            }
+            None if staged_here => {
+                // Added earlier in this same change and withdrawn again: keep it as a
+                // tombstone without ever having been visible.
+                let now = now_rfc3339();
+                let rec = EntryRecord {
+                    hash_type: ty.clone(),
+                    hash: ty.format_value(hash),
+                    external_id: None,
+                    classification: None,
+                    media_type: None,
+                    tags: Vec::new(),
+                    added: now.clone(),
+                    updated: now.clone(),
+                    provenance: None,
+                    deleted_at: Some(now),
+                    deleted_reason: Some(reason.to_string()),
+                    version: self.version,
+                };
+                self.stage(prefix, &rec, false)?;
+                self.counts.tombstoned += 1;
+                Ok(Outcome::Tombstoned)
+            }
+            None => {
+                self.counts.tombstone_unknown += 1;
+                Ok(Outcome::TombstoneUnknown)
+            }
+        }
+    }
+
+    /// Tombstone one entry by type and value.
+    pub fn tombstone(&mut self, ty: &HashType, hash: &[u8], reason: &str) -> Result<Outcome> {
+        let prefix = entry_prefix(self.meta.id, ty, hash);
+        let (cur, staged) = self.current(&prefix)?;
+        self.tombstone_prefix(&prefix, cur, staged, ty, hash, reason)
+    }
+
+    /// Tombstone every entry carrying `external_id` (NCMEC `deletedImage` names only the id).
+    pub fn tombstone_external(&mut self, external_id: &str, reason: &str) -> Result<u64> {
+        // Make staged records visible to the lookup below.
+        self.flush()?;
+        let mut n = 0;
+        let prefixes = self.store.external_prefixes(self.meta.id, external_id)?;
+        for prefix in prefixes {
+            let (cur, staged) = self.current(&prefix)?;
+            if cur.as_ref().and_then(|c| c.external_id.as_deref()) != Some(external_id) {
+                continue;
+            }
+            let Some((_, ty, hash)) = parse_entry_prefix(&prefix) else {
+                continue;
+            };
+            let ty = HashType::new(ty)?;
+            let hash = hash.to_vec();
+            if self.tombstone_prefix(&prefix, cur, staged, &ty, &hash, reason)?
+                == Outcome::Tombstoned
+            {
+                n += 1;
+            }
+        }
+        if n == 0 {
+            self.counts.tombstone_unknown += 1;
+        }
+        Ok(n)
+    }
+
+    /// Make the change visible and durable: one synced batch sets the new version and appends
+    /// the audit record. With nothing changed the version stays and only the audit is written.
+    pub fn commit(mut self, detail: Option<String>) -> Result<(ListMeta, AuditRecord)> {
+        self.flush()?;
+        let c = &self.counts;
+        let changed = c.added + c.updated + c.tombstoned > 0;
+        let mut meta = self.meta.clone();
+        let from = meta.version;
+        if changed {
+            meta.version = self.version;
+            meta.updated = now_rfc3339();
+            meta.hash_types.extend(self.types.iter().cloned());
+            meta.live_entries = (meta.live_entries + c.added).saturating_sub(c.tombstoned);
+            meta.tombstones += c.tombstoned;
+        }
+        let mut batch = WriteBatch::default();
+        self.store.put_list(&mut batch, &meta)?;
+        let audit = self.store.put_audit(
+            &mut batch,
+            AuditRecord {
+                seq: 0,
+                at: now_rfc3339(),
+                actor: self.actor.clone(),
+                action: self.action.clone(),
+                list: meta.name.clone(),
+                version_from: from,
+                version_to: meta.version,
+                counts: self.counts.clone(),
+                detail,
+            },
+        )?;
+        self.store.db.write_opt(batch, &synced())?;
+        self.committed = true;
+        Ok((meta, audit))
+    }
+
+    /// Count a tombstone that arrived before its entry was known (counted, nothing staged).
+    pub fn note_unknown_tombstone(&mut self) {
+        self.counts.tombstone_unknown += 1;
+    }
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Roll back whatever was flushed; the unflushed batch is simply discarded.
+        if self.flushed
+            && let Err(e) = self.store.rollback_version(self.meta.id, self.version)
+        {
+            tracing::error!(error = %e, "rollback of an abandoned change failed; it will be retried at the next open");
+        }
+    }
+}
+
+impl Store {
+    fn rollback_version(&self, list: u32, version: u64) -> Result<()> {
+        let changes = self.cf(CF_CHANGES)?;
+        let entries = self.cf(CF_ENTRIES)?;
+        let mut start = list.to_be_bytes().to_vec();
+        start.extend_from_slice(&version.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        let mut it = self.db.raw_iterator_cf(changes);
+        it.seek(&start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&start) {
+                break;
+            }
+            batch.delete_cf(entries, versioned(v, version));
+            batch.delete_cf(changes, k);
+            it.next();
+        }
+        it.status()?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+}
+
+fn same_content(a: &EntryRecord, b: &EntryRecord) -> bool {
+    a.external_id == b.external_id
+        && a.classification == b.classification
+        && a.media_type == b.media_type
+        && a.tags == b.tags
+        && a.deleted_at.is_none()
+        && b.deleted_at.is_none()
+}
