@@ -240,7 +240,10 @@ fn versions_tombstones_and_restores() {
     // Re-adding restores it at version 3, with a fresh `added`.
     let r = import_sample(&store, "l", Format::Csv, "generic.csv");
     assert_eq!((r.counts.added, r.counts.unchanged), (1, 3));
+    assert_eq!(r.counts.restored, 1);
     assert_eq!(r.version_to, 3);
+    let meta = store.list("l").unwrap();
+    assert_eq!((meta.live_entries, meta.tombstones), (4, 0));
 
     // Everything persists across a reopen.
     drop(store);

@@ -73,3 +73,63 @@ pub fn write_demo_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     Ok(out)
 }
+
+/// `baken demo`: generated images → a demo list in the data directory → match them.
+/// The PNGs are the "known" items; their JPEG re-encodings match by PDQ, not by MD5.
+pub fn run_demo(data: &Path, images: &Path, actor: &str) -> anyhow::Result<std::process::ExitCode> {
+    use crate::hashing::{Algorithm, HashOptions, Hasher};
+    use crate::store::import::{self, Format};
+
+    let files = write_demo_images(images)?;
+    let store = super::lists::open_store(data)?;
+    if store.list("demo").is_err() {
+        store.create_list(
+            crate::store::NewList {
+                name: "demo".into(),
+                source: "generated demo images (benign)".into(),
+                description: "made by `baken demo`".into(),
+                ..crate::store::NewList::default()
+            },
+            actor,
+        )?;
+    }
+    let hasher = Hasher::new(HashOptions {
+        algorithms: vec![Algorithm::Pdq, Algorithm::Md5],
+        ..HashOptions::default()
+    });
+    let mut csv = String::from("hash_type,hash,classification,external_id\n");
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+    {
+        let out = hasher.hash_bytes(&std::fs::read(f)?)?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(p) = out.pdq {
+            csv.push_str(&format!("pdq,{},demo,{name}\n", p.hash));
+        }
+        if let Some(m) = out.md5 {
+            csv.push_str(&format!("md5,{m},demo,{name}\n"));
+        }
+    }
+    let (report, _) = import::import(
+        &store,
+        "demo",
+        Format::Csv,
+        csv.as_bytes(),
+        "baken demo",
+        actor,
+    )?;
+    eprintln!(
+        "list `demo` at version {} ({} added, {} unchanged) in {}",
+        report.version_to,
+        report.counts.added,
+        report.counts.unchanged,
+        data.display()
+    );
+    drop(store);
+    let args = super::lists::MatchArgs::for_files(files);
+    super::lists::run_match(args, data)
+}

@@ -93,6 +93,19 @@ pub struct MatchArgs {
     files: Vec<PathBuf>,
 }
 
+impl MatchArgs {
+    /// Defaults, for these files.
+    pub fn for_files(files: Vec<PathBuf>) -> Self {
+        MatchArgs {
+            lists: Vec::new(),
+            pdq_mode: PdqMode::Full,
+            quality_floor: 50,
+            thresholds: Vec::new(),
+            files,
+        }
+    }
+}
+
 fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
     let (t, v) = s
         .split_once('=')

@@ -49,6 +49,13 @@ enum Command {
     /// Hash files and match them against the lists; one JSON object per file.
     /// Exit 0: no match, 1: a match, 2: an error.
     Match(lists::MatchArgs),
+    /// Try it out: generate benign demo images, put the PNGs in a list `demo` in the data
+    /// directory, and match all of them (the JPEG copies match by PDQ).
+    Demo {
+        /// Where to write the images.
+        #[arg(long, default_value = "baken-demo")]
+        images: PathBuf,
+    },
     /// Write a few generated, benign demo images (PNG and JPEG) into a directory.
     DemoImages {
         /// Directory to create.
@@ -166,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hash(args) => hash(args),
         Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
         Command::Match(args) => lists::run_match(args, &cli.data),
+        Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),
         Command::DemoImages { dir } => {
             let files = demo::write_demo_images(&dir)?;
             for f in files {

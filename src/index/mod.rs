@@ -93,40 +93,64 @@ pub struct MatchResult {
     pub skipped: Vec<Skipped>,
 }
 
-/// Bit vectors of one length, flat: entry `i` is `data[i*words..(i+1)*words]`.
+/// Bit vectors of one length in blocks of 8, word-planar: word `w` of entry `8b + l` is
+/// `data[(b * words + w) * 8 + l]` (see `scan`). Padding lanes of the last block are zero and
+/// ignored. Memory: exactly the hash bytes, rounded up to 8 entries.
 #[derive(Debug, Default, Clone)]
 pub struct BitTable {
     pub bytes: usize,
     pub words: usize,
+    pub len: usize,
     pub data: Vec<u64>,
 }
 
 impl BitTable {
-    fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize) -> Self {
         BitTable {
             bytes,
             words: bytes.div_ceil(8),
+            len: 0,
             data: Vec::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.data.len().checked_div(self.words).unwrap_or(0)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.data.extend(pack(bytes, self.words));
+        let lanes = scan::LANES;
+        let (block, lane) = (self.len / lanes, self.len % lanes);
+        if lane == 0 {
+            self.data.resize(self.data.len() + self.words * lanes, 0);
+        }
+        for (w, v) in pack(bytes, self.words).into_iter().enumerate() {
+            self.data[(block * self.words + w) * lanes + lane] = v;
+        }
+        self.len += 1;
+    }
+
+    fn word(&self, i: usize, w: usize) -> u64 {
+        let lanes = scan::LANES;
+        self.data[((i / lanes) * self.words + w) * lanes + i % lanes]
+    }
+
+    /// Hamming distance of entry `i` to a packed query.
+    pub fn distance(&self, i: usize, q: &[u64]) -> u32 {
+        (0..self.words)
+            .map(|w| (self.word(i, w) ^ q[w]).count_ones())
+            .sum()
     }
 
     /// The stored bytes of entry `i`.
     pub fn entry_bytes(&self, i: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.words * 8);
-        for w in &self.data[i * self.words..(i + 1) * self.words] {
-            out.extend_from_slice(&w.to_be_bytes());
+        for w in 0..self.words {
+            out.extend_from_slice(&self.word(i, w).to_be_bytes());
         }
         out.truncate(self.bytes);
         out

@@ -202,6 +202,9 @@ pub struct ChangeCounts {
     pub updated: u64,
     pub unchanged: u64,
     pub tombstoned: u64,
+    /// Tombstoned entries added again (counted in `added` too).
+    #[serde(default)]
+    pub restored: u64,
     /// Tombstones for hashes or ids the list did not hold.
     pub tombstone_unknown: u64,
     /// Records an importer could not read (counted here, listed in the import report).
@@ -471,18 +474,8 @@ impl Store {
 
     /// The newest record of an entry visible at `version`.
     pub fn entry_at(&self, prefix: &[u8], version: u64) -> Result<Option<EntryRecord>> {
-        let cf = self.cf(CF_ENTRIES)?;
-        let start = versioned(prefix, version);
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek(&start);
-        if let (Some(k), Some(v)) = (it.key(), it.value())
-            && k.len() == prefix.len() + 8
-            && k.starts_with(prefix)
-        {
-            return Ok(Some(decode_record(v)?));
-        }
-        it.status()?;
-        Ok(None)
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ENTRIES)?);
+        entry_at_with(&mut it, prefix, version)
     }
 
     /// Begin a change to `list`; it holds the writer lock until committed or dropped.
@@ -504,6 +497,7 @@ impl Store {
             flushed: false,
             types: BTreeSet::new(),
             committed: false,
+            reader: self.db.raw_iterator_cf(self.cf(CF_ENTRIES)?),
         })
     }
 
@@ -611,6 +605,25 @@ impl Store {
     }
 }
 
+type EntryIter<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
+
+/// `Store::entry_at` on a caller's iterator (a change reuses one for all its look-ups).
+fn entry_at_with(
+    it: &mut EntryIter<'_>,
+    prefix: &[u8],
+    version: u64,
+) -> Result<Option<EntryRecord>> {
+    it.seek(versioned(prefix, version));
+    if let (Some(k), Some(v)) = (it.key(), it.value())
+        && k.len() == prefix.len() + 8
+        && k.starts_with(prefix)
+    {
+        return Ok(Some(decode_record(v)?));
+    }
+    it.status()?;
+    Ok(None)
+}
+
 fn external_head(list: u32, external_id: &str) -> Vec<u8> {
     let mut k = list.to_be_bytes().to_vec();
     let id = external_id.as_bytes();
@@ -643,6 +656,9 @@ pub struct Change<'a> {
     flushed: bool,
     types: BTreeSet<HashType>,
     committed: bool,
+    /// One iterator for all look-ups of committed records: it sees the store as of `begin`,
+    /// which is the committed state (the writer lock keeps other writers out).
+    reader: EntryIter<'a>,
 }
 
 impl Change<'_> {
@@ -664,7 +680,7 @@ impl Change<'_> {
 
     /// The record this change currently holds for `prefix`: its own staged one, else the
     /// committed one.
-    fn current(&self, prefix: &[u8]) -> Result<(Option<EntryRecord>, bool)> {
+    fn current(&mut self, prefix: &[u8]) -> Result<(Option<EntryRecord>, bool)> {
         if self.chunk_keys.contains(prefix) {
             return Ok((None, true));
         }
@@ -676,7 +692,10 @@ impl Change<'_> {
         {
             return Ok((Some(decode_record(&v)?), true));
         }
-        Ok((self.store.entry_at(prefix, self.meta.version)?, false))
+        Ok((
+            entry_at_with(&mut self.reader, prefix, self.meta.version)?,
+            false,
+        ))
     }
 
     fn stage(&mut self, prefix: &[u8], rec: &EntryRecord, fresh: bool) -> Result<()> {
@@ -764,6 +783,9 @@ impl Change<'_> {
             Some(c) if same_content(c, &rec) => Outcome::Unchanged,
             Some(_) => Outcome::Updated,
         };
+        if cur.as_ref().is_some_and(EntryRecord::is_deleted) {
+            self.counts.restored += 1;
+        }
         match outcome {
             Outcome::Unchanged => self.counts.unchanged += 1,
             Outcome::Added if !staged_here => self.counts.added += 1,
@@ -880,7 +902,7 @@ impl Change<'_> {
             meta.updated = now_rfc3339();
             meta.hash_types.extend(self.types.iter().cloned());
             meta.live_entries = (meta.live_entries + c.added).saturating_sub(c.tombstoned);
-            meta.tombstones += c.tombstoned;
+            meta.tombstones = (meta.tombstones + c.tombstoned).saturating_sub(c.restored);
         }
         let mut batch = WriteBatch::default();
         self.store.put_list(&mut batch, &meta)?;

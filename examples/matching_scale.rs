@@ -1,0 +1,186 @@
+//! Matching at scale, for docs/benchmarks.md and bench/matching_side_by_side.py.
+//!
+//! cargo run --release --example matching_scale -- --n 1000000 [--queries 300] [--store] [--dump DIR]
+//!
+//! Generates `n` random PDQ hashes and `queries` PDQ queries of 8 dihedral variants each (a
+//! third near an entry, the rest random), then measures on one thread:
+//! * in-memory index: build time, RAM for hash data, queries/s at radius 31;
+//! * with `--store`: CSV import into RocksDB (entries/s), cold start of the matcher (index
+//!   rebuilt from the store), queries/s through the matcher (metadata read from RocksDB on hits).
+//! `--dump DIR` writes entries.bin (n×32 bytes), queries.bin (q×8×32) and hits.txt (per query:
+//! sorted `index:distance` pairs) for the faiss side.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use baken::index::scan::{self, hamming_scan};
+use baken::index::{BitTable, MatchConfig, Matcher, QueryHash, pack};
+use baken::store::import::{self, Format};
+use baken::store::{HashType, NewList, Store};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn hash(&mut self) -> [u8; 32] {
+        let mut h = [0u8; 32];
+        for c in h.chunks_mut(8) {
+            c.copy_from_slice(&self.next().to_le_bytes());
+        }
+        h
+    }
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut nq, mut with_store, mut dump) = (1_000_000usize, 300usize, false, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--n" => n = args.next().unwrap_or_default().parse()?,
+            "--queries" => nq = args.next().unwrap_or_default().parse()?,
+            "--store" => with_store = true,
+            "--dump" => dump = args.next(),
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let entries: Vec<[u8; 32]> = (0..n).map(|_| rng.hash()).collect();
+    let queries: Vec<Vec<[u8; 32]>> = (0..nq)
+        .map(|i| {
+            let mut v: Vec<[u8; 32]> = (0..8).map(|_| rng.hash()).collect();
+            if i % 3 == 0 {
+                let mut near = entries[(rng.next() as usize) % n];
+                for _ in 0..(rng.next() % 40) {
+                    let b = (rng.next() % 256) as usize;
+                    near[b / 8] ^= 1 << (b % 8);
+                }
+                v[(rng.next() % 8) as usize] = near;
+            }
+            v
+        })
+        .collect();
+    let rss0 = rss_mb();
+
+    let t = Instant::now();
+    let mut table = BitTable::new(32);
+    for e in &entries {
+        table.push(e);
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let packed: Vec<Vec<Vec<u64>>> = queries
+        .iter()
+        .map(|q| q.iter().map(|v| pack(v, 4)).collect())
+        .collect();
+    let t = Instant::now();
+    let mut results = Vec::with_capacity(nq);
+    for q in &packed {
+        results.push(hamming_scan(&table, q, 31));
+    }
+    let scan_s = t.elapsed().as_secs_f64();
+    let hits: usize = results.iter().map(Vec::len).sum();
+    let mut out = serde_json::json!({
+        "n": n,
+        "queries": nq,
+        "variants_per_query": 8,
+        "radius": 31,
+        "kernel": scan::kernel_name(),
+        "index_build_s": build_s,
+        "index_hash_mb": (table.data.len() * 8) as f64 / 1e6,
+        "raw_hash_mb": (n * 32) as f64 / 1e6,
+        "rss_growth_mb": rss_mb() - rss0,
+        "queries_per_s": nq as f64 / scan_s,
+        "ms_per_query": scan_s * 1000.0 / nq as f64,
+        "hits": hits,
+    });
+
+    if let Some(dir) = &dump {
+        std::fs::create_dir_all(dir)?;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{dir}/entries.bin"))?);
+        for e in &entries {
+            f.write_all(e)?;
+        }
+        let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{dir}/queries.bin"))?);
+        for q in &queries {
+            for v in q {
+                f.write_all(v)?;
+            }
+        }
+        let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{dir}/hits.txt"))?);
+        for r in &results {
+            let line: Vec<String> = r
+                .iter()
+                .map(|h| format!("{}:{}", h.index, h.distance))
+                .collect();
+            writeln!(f, "{}", line.join(" "))?;
+        }
+    }
+
+    if with_store {
+        drop(table);
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        store.create_list(
+            NewList {
+                name: "scale".into(),
+                ..NewList::default()
+            },
+            "bench",
+        )?;
+        let mut csv = Vec::with_capacity(n * 90);
+        writeln!(csv, "hash_type,hash,classification,external_id")?;
+        for (i, e) in entries.iter().enumerate() {
+            writeln!(csv, "pdq,{},A1,e{i}", hex::encode(e))?;
+        }
+        let t = Instant::now();
+        let (report, _) =
+            import::import(&store, "scale", Format::Csv, csv.as_slice(), "gen", "bench")?;
+        let import_s = t.elapsed().as_secs_f64();
+        drop(csv);
+        drop(store);
+        let t = Instant::now();
+        let store = Arc::new(Store::open(dir.path())?);
+        let rss1 = rss_mb();
+        let matcher = Matcher::open(store, MatchConfig::default())?;
+        let cold_s = t.elapsed().as_secs_f64();
+        let rss_index = rss_mb() - rss1;
+        let ty = HashType::new("pdq")?;
+        let t = Instant::now();
+        let mut found = 0;
+        for q in &queries {
+            let qh = [QueryHash {
+                hash_type: ty.clone(),
+                variants: q.iter().map(|v| v.to_vec()).collect(),
+                quality: Some(100),
+            }];
+            found += matcher.match_query(&qh, None)?.matches.len();
+        }
+        let mq = t.elapsed().as_secs_f64();
+        assert_eq!(found, hits, "the matcher finds what the scan finds");
+        out["store"] = serde_json::json!({
+            "imported": report.counts.added,
+            "import_s": import_s,
+            "import_entries_per_s": n as f64 / import_s,
+            "cold_start_s": cold_s,
+            "matcher_rss_growth_mb": rss_index,
+            "matcher_queries_per_s": nq as f64 / mq,
+        });
+    }
+    println!("{out}");
+    Ok(())
+}
