@@ -33,7 +33,7 @@ pub fn scene(width: u32, height: u32, seed: u32) -> Vec<u8> {
                 (128.0 + 100.0 * (fx / width as f32 * 6.0 + s).sin()) as u8,
                 (255.0 - 200.0 * fx / width as f32) as u8,
             ];
-            if ((fx + fy * 0.5 + s * 13.0) / (width as f32 / 9.0)) as u32 % 2 == 0
+            if (((fx + fy * 0.5 + s * 13.0) / (width as f32 / 9.0)) as u32).is_multiple_of(2)
                 && fy > height as f32 * 0.7
             {
                 c = [c[0] / 2, c[1] / 2, c[2] / 2];
