@@ -7,6 +7,7 @@
 //! * in-memory index: build time, RAM for hash data, queries/s at radius 31;
 //! * with `--store`: CSV import into RocksDB (entries/s), cold start of the matcher (index
 //!   rebuilt from the store), queries/s through the matcher (metadata read from RocksDB on hits).
+//!
 //! `--dump DIR` writes entries.bin (n×32 bytes), queries.bin (q×8×32) and hits.txt (per query:
 //! sorted `index:distance` pairs) for the faiss side.
 
