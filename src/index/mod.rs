@@ -128,8 +128,11 @@ impl BitTable {
         if lane == 0 {
             self.data.resize(self.data.len() + self.words * lanes, 0);
         }
-        for (w, v) in pack(bytes, self.words).into_iter().enumerate() {
-            self.data[(block * self.words + w) * lanes + lane] = v;
+        let base = block * self.words * lanes + lane;
+        for (w, chunk) in bytes.chunks(8).enumerate().take(self.words) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.data[base + w * lanes] = u64::from_be_bytes(b);
         }
         self.len += 1;
     }
@@ -193,7 +196,9 @@ impl ListIndex {
             thresholds: meta.thresholds.clone(),
             ..ListIndex::default()
         };
-        let mut types: HashMap<String, HashType> = HashMap::new();
+        // Entries arrive sorted by type, then value: work in runs of one (type, length) and
+        // touch the maps once per run, not once per entry.
+        let mut run: Option<Run> = None;
         store.scan_list_raw(meta, |prefix, deleted, _| {
             if deleted {
                 return Ok(());
@@ -201,32 +206,56 @@ impl ListIndex {
             let Some((_, ty, hash)) = parse_entry_prefix(prefix) else {
                 return Err(StoreError::Corrupt("entry key".into()));
             };
-            let ty = match types.get(ty) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = HashType::new(ty)?;
-                    types.insert(ty.to_string(), t.clone());
-                    t
+            let same = run.as_ref().is_some_and(|r| {
+                r.ty.as_str() == ty && (r.len == hash.len() || r.ty.metric() != Metric::Hamming)
+            });
+            if !same {
+                if let Some(r) = run.take() {
+                    idx.finish(r);
                 }
-            };
-            idx.insert(ty, hash);
+                run = Some(idx.start(HashType::new(ty)?, hash.len()));
+            }
+            if let Some(r) = run.as_mut() {
+                r.push(hash);
+            }
             Ok(())
         })?;
+        if let Some(r) = run.take() {
+            idx.finish(r);
+        }
         Ok(idx)
     }
 
-    fn insert(&mut self, ty: HashType, hash: &[u8]) {
-        self.entries += 1;
-        match ty.metric() {
-            Metric::Exact => {
-                self.exact.entry(ty).or_default().insert(hash.into());
+    fn start(&mut self, ty: HashType, len: usize) -> Run {
+        let store = match ty.metric() {
+            Metric::Exact => RunStore::Exact(self.exact.remove(&ty).unwrap_or_default()),
+            Metric::Hamming => RunStore::Bits(
+                self.bits
+                    .remove(&(ty.clone(), len))
+                    .unwrap_or_else(|| BitTable::new(len)),
+            ),
+            Metric::L2 => RunStore::L2(self.l2.remove(&ty).unwrap_or_default()),
+        };
+        Run {
+            ty,
+            len,
+            store,
+            count: 0,
+        }
+    }
+
+    fn finish(&mut self, r: Run) {
+        self.entries += r.count;
+        match r.store {
+            RunStore::Exact(s) => {
+                self.exact.insert(r.ty, s);
             }
-            Metric::Hamming => self
-                .bits
-                .entry((ty, hash.len()))
-                .or_insert_with(|| BitTable::new(hash.len()))
-                .push(hash),
-            Metric::L2 => self.l2.entry(ty).or_default().extend_from_slice(hash),
+            RunStore::Bits(t) => {
+                self.bits.insert((r.ty, r.len), t);
+            }
+            RunStore::L2(v) => {
+                self.l2.insert(r.ty, v);
+            }
         }
     }
 
@@ -309,6 +338,33 @@ impl ListIndex {
         out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         out.dedup_by(|a, b| a.0 == b.0);
         out
+    }
+}
+
+/// Entries of one (type, length) being added to a list index.
+struct Run {
+    ty: HashType,
+    len: usize,
+    store: RunStore,
+    count: u64,
+}
+
+enum RunStore {
+    Exact(HashSet<Box<[u8]>>),
+    Bits(BitTable),
+    L2(Vec<u8>),
+}
+
+impl Run {
+    fn push(&mut self, hash: &[u8]) {
+        self.count += 1;
+        match &mut self.store {
+            RunStore::Exact(s) => {
+                s.insert(hash.into());
+            }
+            RunStore::Bits(t) => t.push(hash),
+            RunStore::L2(v) => v.extend_from_slice(hash),
+        }
     }
 }
 

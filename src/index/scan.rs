@@ -124,6 +124,7 @@ fn collect(
 unsafe fn scan_avx512(table: &BitTable, queries: &[Vec<u64>], radius: u32) -> Vec<Hit> {
     use std::arch::x86_64::*;
     let words = table.words;
+    let nq = queries.len();
     let mut hits = Vec::new();
     // Broadcast every query word once.
     let qv: Vec<__m512i> = queries
@@ -131,26 +132,49 @@ unsafe fn scan_avx512(table: &BitTable, queries: &[Vec<u64>], radius: u32) -> Ve
         .flat_map(|q| (0..words).map(move |w| _mm512_set1_epi64(q[w] as i64)))
         .collect();
     let r = _mm512_set1_epi64(i64::from(radius));
+    // Exact pruning: the distance over the first `head` words is a lower bound of the full
+    // distance, so a block where no lane is within the radius on the head alone cannot match.
+    // Half the words (128 of PDQ's 256 bits) rule out nearly every block of unrelated hashes.
+    let head = if words >= 4 { words / 2 } else { words };
+    let mut partial = vec![_mm512_setzero_si512(); nq];
     for (b, block) in table.data.chunks_exact(words * LANES).enumerate() {
+        let plane = |w: usize| {
+            // SAFETY: `block` holds words*8 u64, so plane w (< words) is 8 in-bounds u64;
+            // unaligned loads are allowed.
+            unsafe { _mm512_loadu_si512(block.as_ptr().add(w * LANES).cast()) }
+        };
         let mut best = _mm512_set1_epi64(i64::MAX);
-        for qi in 0..queries.len() {
-            let mut d = _mm512_setzero_si512();
-            for w in 0..words {
-                // SAFETY: `block` holds words*8 u64, so plane w is 8 in-bounds u64 (64 bytes);
-                // unaligned loads are allowed.
-                let plane = unsafe { _mm512_loadu_si512(block.as_ptr().add(w * LANES).cast()) };
-                let x = _mm512_xor_si512(plane, qv[qi * words + w]);
-                d = _mm512_add_epi64(d, _mm512_popcnt_epi64(x));
+        for (qi, d) in partial.iter_mut().enumerate() {
+            let mut acc = _mm512_setzero_si512();
+            for w in 0..head {
+                let x = _mm512_xor_si512(plane(w), qv[qi * words + w]);
+                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
             }
-            best = _mm512_min_epu64(best, d);
+            *d = acc;
+            best = _mm512_min_epu64(best, acc);
         }
-        if _mm512_cmple_epu64_mask(best, r) != 0 {
-            let mut lanes = [0u64; LANES];
-            // SAFETY: `lanes` is 64 bytes.
-            unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), best) };
-            let best32: [u32; LANES] = std::array::from_fn(|i| lanes[i] as u32);
-            collect(table, queries, radius, b, &best32, &mut hits);
+        if _mm512_cmple_epu64_mask(best, r) == 0 {
+            continue;
         }
+        if head < words {
+            best = _mm512_set1_epi64(i64::MAX);
+            for (qi, d) in partial.iter().enumerate() {
+                let mut acc = *d;
+                for w in head..words {
+                    let x = _mm512_xor_si512(plane(w), qv[qi * words + w]);
+                    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(x));
+                }
+                best = _mm512_min_epu64(best, acc);
+            }
+            if _mm512_cmple_epu64_mask(best, r) == 0 {
+                continue;
+            }
+        }
+        let mut lanes = [0u64; LANES];
+        // SAFETY: `lanes` is 64 bytes.
+        unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), best) };
+        let best32: [u32; LANES] = std::array::from_fn(|i| lanes[i] as u32);
+        collect(table, queries, radius, b, &best32, &mut hits);
     }
     hits
 }

@@ -473,9 +473,25 @@ impl Store {
     }
 
     /// The newest record of an entry visible at `version`.
+    ///
+    /// A fresh iterator bounded to the entry's keys each time: records staged by a change in
+    /// progress sort before the seek target (higher version = smaller inverted suffix), so the
+    /// seek never walks over them, and the upper bound stops it at the entry's last key.
     pub fn entry_at(&self, prefix: &[u8], version: u64) -> Result<Option<EntryRecord>> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_ENTRIES)?);
-        entry_at_with(&mut it, prefix, version)
+        let mut upper = prefix.to_vec();
+        upper.extend_from_slice(&[0xFF; 9]);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(upper);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ENTRIES)?, ro);
+        it.seek(versioned(prefix, version));
+        if let (Some(k), Some(v)) = (it.key(), it.value())
+            && k.len() == prefix.len() + 8
+            && k.starts_with(prefix)
+        {
+            return Ok(Some(decode_record(v)?));
+        }
+        it.status()?;
+        Ok(None)
     }
 
     /// Begin a change to `list`; it holds the writer lock until committed or dropped.
@@ -497,7 +513,6 @@ impl Store {
             flushed: false,
             types: BTreeSet::new(),
             committed: false,
-            reader: self.db.raw_iterator_cf(self.cf(CF_ENTRIES)?),
         })
     }
 
@@ -605,25 +620,6 @@ impl Store {
     }
 }
 
-type EntryIter<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
-
-/// `Store::entry_at` on a caller's iterator (a change reuses one for all its look-ups).
-fn entry_at_with(
-    it: &mut EntryIter<'_>,
-    prefix: &[u8],
-    version: u64,
-) -> Result<Option<EntryRecord>> {
-    it.seek(versioned(prefix, version));
-    if let (Some(k), Some(v)) = (it.key(), it.value())
-        && k.len() == prefix.len() + 8
-        && k.starts_with(prefix)
-    {
-        return Ok(Some(decode_record(v)?));
-    }
-    it.status()?;
-    Ok(None)
-}
-
 fn external_head(list: u32, external_id: &str) -> Vec<u8> {
     let mut k = list.to_be_bytes().to_vec();
     let id = external_id.as_bytes();
@@ -656,9 +652,6 @@ pub struct Change<'a> {
     flushed: bool,
     types: BTreeSet<HashType>,
     committed: bool,
-    /// One iterator for all look-ups of committed records: it sees the store as of `begin`,
-    /// which is the committed state (the writer lock keeps other writers out).
-    reader: EntryIter<'a>,
 }
 
 impl Change<'_> {
@@ -680,10 +673,14 @@ impl Change<'_> {
 
     /// The record this change currently holds for `prefix`: its own staged one, else the
     /// committed one.
-    fn current(&mut self, prefix: &[u8]) -> Result<(Option<EntryRecord>, bool)> {
+    fn current(&self, prefix: &[u8]) -> Result<(Option<EntryRecord>, bool)> {
         if self.chunk_keys.contains(prefix) {
             return Ok((None, true));
         }
+        // A list that held nothing at `begin` (the bulk first load) has no committed records:
+        // skip the look-up; only this change's own flushed records can exist.
+        let empty =
+            self.meta.version == 0 || (self.meta.live_entries == 0 && self.meta.tombstones == 0);
         if self.flushed
             && let Some(v) = self
                 .store
@@ -692,10 +689,10 @@ impl Change<'_> {
         {
             return Ok((Some(decode_record(&v)?), true));
         }
-        Ok((
-            entry_at_with(&mut self.reader, prefix, self.meta.version)?,
-            false,
-        ))
+        if empty {
+            return Ok((None, false));
+        }
+        Ok((self.store.entry_at(prefix, self.meta.version)?, false))
     }
 
     fn stage(&mut self, prefix: &[u8], rec: &EntryRecord, fresh: bool) -> Result<()> {
