@@ -20,21 +20,15 @@ use baken::index::{BitTable, MatchConfig, Matcher, QueryHash, pack};
 use baken::store::import::{self, Format};
 use baken::store::{HashType, NewList, Store};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+fn random_hash(rng: &mut common::XorShift) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for c in h.chunks_mut(8) {
+        c.copy_from_slice(&rng.next().to_le_bytes());
     }
-    fn hash(&mut self) -> [u8; 32] {
-        let mut h = [0u8; 32];
-        for c in h.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        h
-    }
+    h
 }
 
 fn rss_mb() -> f64 {
@@ -60,11 +54,11 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let entries: Vec<[u8; 32]> = (0..n).map(|_| rng.hash()).collect();
+    let mut rng = common::XorShift(0x9E37_79B9_7F4A_7C15);
+    let entries: Vec<[u8; 32]> = (0..n).map(|_| random_hash(&mut rng)).collect();
     let queries: Vec<Vec<[u8; 32]>> = (0..nq)
         .map(|i| {
-            let mut v: Vec<[u8; 32]> = (0..8).map(|_| rng.hash()).collect();
+            let mut v: Vec<[u8; 32]> = (0..8).map(|_| random_hash(&mut rng)).collect();
             if i % 3 == 0 {
                 let mut near = entries[(rng.next() as usize) % n];
                 for _ in 0..(rng.next() % 40) {

@@ -102,25 +102,6 @@ fn gif_hashes_its_first_frame() {
 #[test]
 fn palette_png_expands_to_its_colours() {
     // An indexed PNG written by hand: 2×1, palette [red, green], second pixel transparent.
-    fn chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let mut typed = kind.to_vec();
-        typed.extend_from_slice(body);
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in &typed {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        let mut c = (body.len() as u32).to_be_bytes().to_vec();
-        c.extend(typed);
-        c.extend((!crc).to_be_bytes());
-        c
-    }
     let raw = [0u8, 0, 1]; // filter byte, index 0, index 1
     let mut z = vec![0x78, 0x01, 0x01, 3, 0, !3u8, 0xFF];
     z.extend_from_slice(&raw);
@@ -131,11 +112,14 @@ fn palette_png_expands_to_its_colours() {
     }
     z.extend(((b << 16) | a).to_be_bytes());
     let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
-    f.extend(chunk(b"IHDR", &[0, 0, 0, 2, 0, 0, 0, 1, 8, 3, 0, 0, 0]));
-    f.extend(chunk(b"PLTE", &[255, 0, 0, 0, 255, 0]));
-    f.extend(chunk(b"tRNS", &[255, 0]));
-    f.extend(chunk(b"IDAT", &z));
-    f.extend(chunk(b"IEND", &[]));
+    f.extend(common::png_chunk(
+        b"IHDR",
+        &[0, 0, 0, 2, 0, 0, 0, 1, 8, 3, 0, 0, 0],
+    ));
+    f.extend(common::png_chunk(b"PLTE", &[255, 0, 0, 0, 255, 0]));
+    f.extend(common::png_chunk(b"tRNS", &[255, 0]));
+    f.extend(common::png_chunk(b"IDAT", &z));
+    f.extend(common::png_chunk(b"IEND", &[]));
     let d = decode_with(&f, Alpha::White);
     assert_eq!(d.pixels.data(), &[255, 0, 0, 255, 255, 255]);
     let d = decode_with(&f, Alpha::Ignore);

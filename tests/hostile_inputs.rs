@@ -35,30 +35,6 @@ fn jpeg_file(w: u32, h: u32, progressive: bool) -> Vec<u8> {
     jpeg::encode(&photo(w, h, 12), w, h, 3, 85, progressive).expect("jpeg encode")
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut c = (body.len() as u32).to_be_bytes().to_vec();
-    let mut typed = kind.to_vec();
-    typed.extend_from_slice(body);
-    c.extend_from_slice(&typed);
-    c.extend_from_slice(&crc32(&typed).to_be_bytes());
-    c
-}
-
 /// A PNG whose header claims `w`×`h` RGB, followed by a small IDAT of zlib-compressed zeros:
 /// the classic decompression bomb when the dimensions are large.
 fn png_with_header(w: u32, h: u32, idat: &[u8]) -> Vec<u8> {
@@ -67,9 +43,9 @@ fn png_with_header(w: u32, h: u32, idat: &[u8]) -> Vec<u8> {
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
-    f.extend(png_chunk(b"IHDR", &ihdr));
-    f.extend(png_chunk(b"IDAT", idat));
-    f.extend(png_chunk(b"IEND", &[]));
+    f.extend(common::png_chunk(b"IHDR", &ihdr));
+    f.extend(common::png_chunk(b"IDAT", idat));
+    f.extend(common::png_chunk(b"IEND", &[]));
     f
 }
 

@@ -13,30 +13,7 @@ use baken::index::{MatchConfig, Matcher, QueryHash};
 use baken::store::import::{self, Format};
 use baken::store::{HashType, NewList, Store};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    fn flip(&mut self, h: &[u8], k: usize) -> Vec<u8> {
-        let mut out = h.to_vec();
-        let bits = h.len() * 8;
-        let mut done = BTreeSet::new();
-        while done.len() < k {
-            let b = (self.next() % bits as u64) as usize;
-            if done.insert(b) {
-                out[b / 8] ^= 1 << (b % 8);
-            }
-        }
-        out
-    }
-}
+use common::XorShift as Rng;
 
 fn hamming(a: &[u8], b: &[u8]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()

@@ -25,18 +25,8 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(format!("write failed: {e}"))
 }
 
-const CSV_HEADER: [&str; 10] = [
-    "hash_type",
-    "hash",
-    "classification",
-    "external_id",
-    "media_type",
-    "deleted",
-    "tags",
-    "added",
-    "updated",
-    "deleted_at",
-];
+/// Export-only columns after the importer's (`import::CSV_COLUMNS`).
+const CSV_EXTRA: [&str; 3] = ["added", "updated", "deleted_at"];
 
 /// Write the list's current entries (tombstones too when `include_deleted`). Returns the count.
 pub fn export(
@@ -50,7 +40,8 @@ pub fn export(
     match format {
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(CSV_HEADER).map_err(io)?;
+            w.write_record(super::import::CSV_COLUMNS.iter().chain(CSV_EXTRA.iter()))
+                .map_err(io)?;
             store.scan_list(meta, |_, rec| {
                 if rec.is_deleted() && !include_deleted {
                     return Ok(());

@@ -187,6 +187,18 @@ fn non_empty(s: Option<&str>) -> Option<String> {
 
 // ---------------------------------------------------------------- CSV / TSV
 
+/// Columns the CSV/TSV importer understands (by header name; without a header the first four,
+/// in this order). The CSV exporter writes these first, so its output imports back.
+pub const CSV_COLUMNS: [&str; 7] = [
+    "hash_type",
+    "hash",
+    "classification",
+    "external_id",
+    "media_type",
+    "deleted",
+    "tags",
+];
+
 fn parse_delimited(input: impl Read, delim: u8, emit: &mut Emit<'_>) -> Result<(), ImportError> {
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delim)
@@ -196,15 +208,6 @@ fn parse_delimited(input: impl Read, delim: u8, emit: &mut Emit<'_>) -> Result<(
         .from_reader(input);
     // Column positions; replaced by the header when the first row is one.
     let mut cols: [Option<usize>; 7] = [Some(0), Some(1), Some(2), Some(3), None, None, None];
-    const NAMES: [&str; 7] = [
-        "hash_type",
-        "hash",
-        "classification",
-        "external_id",
-        "media_type",
-        "deleted",
-        "tags",
-    ];
     let mut first = true;
     let mut rec = csv::StringRecord::new();
     loop {
@@ -226,7 +229,7 @@ fn parse_delimited(input: impl Read, delim: u8, emit: &mut Emit<'_>) -> Result<(
                 .get(0)
                 .is_some_and(|f| f.trim().eq_ignore_ascii_case("hash_type"))
             {
-                for (i, n) in NAMES.iter().enumerate() {
+                for (i, n) in CSV_COLUMNS.iter().enumerate() {
                     cols[i] = rec.iter().position(|f| f.trim().eq_ignore_ascii_case(n));
                 }
                 if cols[1].is_none() {

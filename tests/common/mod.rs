@@ -134,3 +134,54 @@ pub const GENERATED_CASES: [(u32, u32, usize, u64); 8] = [
 pub fn generated_name(c: &(u32, u32, usize, u64)) -> String {
     format!("gen-{}x{}-c{}-s{}", c.0, c.1, c.2, c.3)
 }
+
+/// A PNG chunk with its CRC, for hand-made (and deliberately broken) PNG files.
+pub fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut typed = kind.to_vec();
+    typed.extend_from_slice(body);
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in &typed {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let mut c = (body.len() as u32).to_be_bytes().to_vec();
+    c.extend(typed);
+    c.extend((!crc).to_be_bytes());
+    c
+}
+
+/// A small deterministic generator for test and benchmark data.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// `h` with `k` distinct bits flipped.
+    pub fn flip(&mut self, h: &[u8], k: usize) -> Vec<u8> {
+        let mut out = h.to_vec();
+        let bits = h.len() * 8;
+        let mut done = std::collections::BTreeSet::new();
+        while done.len() < k.min(bits) {
+            let b = (self.next() % bits as u64) as usize;
+            if done.insert(b) {
+                out[b / 8] ^= 1 << (b % 8);
+            }
+        }
+        out
+    }
+}
