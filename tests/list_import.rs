@@ -322,3 +322,31 @@ fn list_names_and_duplicates() {
     );
     assert!(store.begin("nope", "x", "y").is_err());
 }
+
+#[test]
+fn duplicates_across_flushed_chunks_count_once() {
+    // More records than one staging chunk (8192): a value repeated after a flush must be seen
+    // as already staged in this change, not as new.
+    let (_d, store) = store_with("big");
+    let mut csv = String::from("hash_type,hash,classification,external_id\n");
+    for i in 0..20_000u32 {
+        csv.push_str(&format!("md5,{:032x},A1,e{i}\n", u128::from(i) + 1));
+    }
+    csv.push_str(&format!("md5,{:032x},B1,again\n", 5u128));
+    let (r, meta) = import::import(&store, "big", Format::Csv, csv.as_bytes(), "t", "x").unwrap();
+    assert_eq!((r.counts.added, r.counts.updated), (20_000, 1));
+    assert_eq!(meta.live_entries, 20_000);
+    let md5 = HashType::new("md5").unwrap();
+    let rec = store
+        .entry_at(
+            &entry_prefix(meta.id, &md5, &5u128.to_be_bytes()),
+            meta.version,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.classification.as_deref(),
+        Some("B1"),
+        "the later record wins"
+    );
+}
