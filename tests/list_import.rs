@@ -350,3 +350,33 @@ fn duplicates_across_flushed_chunks_count_once() {
         "the later record wins"
     );
 }
+
+#[test]
+fn a_refused_file_after_flushed_chunks_leaves_nothing_behind() {
+    // 10,000 good records (more than one flushed chunk), then broken JSON: the whole import is
+    // refused, the flushed chunk rolled back, and the same records later import as new.
+    let (dir, store) = store_with("s");
+    let mut json = String::from("[");
+    for i in 0..10_000u32 {
+        json.push_str(&format!(
+            "{{\"signalType\": \"VideoMD5\", \"hashValue\": \"{:032x}\", \"hashStatus\": \"Active\"}},",
+            u128::from(i) + 1
+        ));
+    }
+    let broken = format!("{json} {{\"signalType\": ");
+    let err =
+        import::import(&store, "s", Format::Stopncii, broken.as_bytes(), "t", "x").unwrap_err();
+    assert!(matches!(err, ImportError::Malformed { .. }), "{err}");
+    assert_eq!(store.list("s").unwrap().version, 0);
+    assert!(live(&store, "s").is_empty());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.recovered().is_empty(),
+        "rolled back at once, not left for the next open"
+    );
+    let good = format!("{}]", json.trim_end_matches(','));
+    let (r, meta) =
+        import::import(&store, "s", Format::Stopncii, good.as_bytes(), "t", "x").unwrap();
+    assert_eq!((r.counts.added, meta.version), (10_000, 1));
+}

@@ -16,7 +16,7 @@
 //! | `lists` | list id u32 | `ListMeta` JSON |
 //! | `names` | list name | list id u32 |
 //! | `entries` | list u32 · type len u8 · type · hash len u8 · hash · !version u64 | flag u8 (1 = deleted) · `EntryRecord` JSON |
-//! | `changes` | list u32 · version u64 · seq u64 | entry key prefix (no version) |
+//! | `changes` | list u32 · version u64 · chunk seq u64 | entry key prefixes of the chunk (u16 length + prefix, repeated) |
 //! | `external` | list u32 · id len u16 · external id · entry key prefix | — |
 //! | `audit` | seq u64 | `AuditRecord` JSON |
 //! | `meta` | name | counters |
@@ -364,9 +364,11 @@ impl Store {
                         .and_then(|b| b.try_into().ok())
                         .ok_or_else(|| StoreError::Corrupt("change key".into()))?,
                 );
-                batch.delete_cf(entries, versioned(&v, version));
+                for prefix in change_prefixes(&v) {
+                    batch.delete_cf(entries, versioned(prefix, version));
+                    n += 1;
+                }
                 batch.delete_cf(changes, &k);
-                n += 1;
             }
             if n > 0 {
                 tracing::warn!(list = %meta.name, version = meta.version, records = n, "rolled back an uncommitted change");
@@ -530,6 +532,7 @@ impl Store {
             chunk_keys: HashSet::new(),
             flushed: false,
             staged_filter: Vec::new(),
+            chunk_changes: Vec::new(),
             types: BTreeSet::new(),
             committed: false,
         })
@@ -631,12 +634,23 @@ impl Store {
             if version > to {
                 break;
             }
-            out.push(v.to_vec());
+            out.extend(change_prefixes(v).map(<[u8]>::to_vec));
             it.next();
         }
         it.status()?;
         Ok(out)
     }
+}
+
+/// The entry prefixes of one change-log record (`u16` length, prefix, repeated).
+fn change_prefixes(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = v;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_be_bytes(rest.get(0..2)?.try_into().ok()?));
+        let p = rest.get(2..2 + len)?;
+        rest = &rest[2 + len..];
+        Some(p)
+    })
 }
 
 fn external_head(list: u32, external_id: &str) -> Vec<u8> {
@@ -670,6 +684,8 @@ pub struct Change<'a> {
     /// a record not in it cannot have been staged before, which spares the point look-up for
     /// all but a small fraction of records. Fixed size, so memory stays constant.
     staged_filter: Vec<u64>,
+    /// Change-log payload of the unflushed batch: length-prefixed entry prefixes.
+    chunk_changes: Vec<u8>,
     /// Prefixes staged in the unflushed batch (duplicates within a chunk).
     chunk_keys: HashSet<Vec<u8>>,
     flushed: bool,
@@ -727,11 +743,10 @@ impl Change<'_> {
             encode_record(rec)?,
         );
         if fresh {
-            let mut ck = self.meta.id.to_be_bytes().to_vec();
-            ck.extend_from_slice(&self.version.to_be_bytes());
-            ck.extend_from_slice(&self.seq.to_be_bytes());
-            self.seq += 1;
-            self.batch.put_cf(self.store.cf(CF_CHANGES)?, ck, prefix);
+            // Logged per chunk (one change-log key per flushed batch, written in that batch).
+            self.chunk_changes
+                .extend_from_slice(&(prefix.len() as u16).to_be_bytes());
+            self.chunk_changes.extend_from_slice(prefix);
         }
         if let Some(ext) = &rec.external_id {
             let mut k = external_head(self.meta.id, ext);
@@ -748,6 +763,14 @@ impl Change<'_> {
 
     fn flush(&mut self) -> Result<()> {
         if self.ops > 0 {
+            if !self.chunk_changes.is_empty() {
+                let mut ck = self.meta.id.to_be_bytes().to_vec();
+                ck.extend_from_slice(&self.version.to_be_bytes());
+                ck.extend_from_slice(&self.seq.to_be_bytes());
+                self.seq += 1;
+                let log = std::mem::take(&mut self.chunk_changes);
+                self.batch.put_cf(self.store.cf(CF_CHANGES)?, ck, log);
+            }
             let batch = std::mem::take(&mut self.batch);
             // Not synced: the commit's synced write makes everything before it durable.
             self.store.db.write(batch)?;
@@ -993,7 +1016,9 @@ impl Store {
             if !k.starts_with(&start) {
                 break;
             }
-            batch.delete_cf(entries, versioned(v, version));
+            for prefix in change_prefixes(v) {
+                batch.delete_cf(entries, versioned(prefix, version));
+            }
             batch.delete_cf(changes, k);
             it.next();
         }
