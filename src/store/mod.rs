@@ -30,8 +30,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch,
+    WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -344,35 +344,10 @@ impl Store {
     fn recover(&self) -> Result<Vec<Recovered>> {
         let _w = self.lock();
         let mut done = Vec::new();
-        let changes = self.cf(CF_CHANGES)?;
-        let entries = self.cf(CF_ENTRIES)?;
         for meta in self.lists()? {
-            let mut start = meta.id.to_be_bytes().to_vec();
-            start.extend_from_slice(&(meta.version + 1).to_be_bytes());
-            let mut batch = WriteBatch::default();
-            let mut n = 0u64;
-            for item in self
-                .db
-                .iterator_cf(changes, IteratorMode::From(&start, Direction::Forward))
-            {
-                let (k, v) = item?;
-                if k.get(0..4) != Some(&meta.id.to_be_bytes()[..]) {
-                    break;
-                }
-                let version = u64::from_be_bytes(
-                    k.get(4..12)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| StoreError::Corrupt("change key".into()))?,
-                );
-                for prefix in change_prefixes(&v) {
-                    batch.delete_cf(entries, versioned(prefix, version));
-                    n += 1;
-                }
-                batch.delete_cf(changes, &k);
-            }
+            let n = self.rollback_from(meta.id, meta.version + 1)?;
             if n > 0 {
                 tracing::warn!(list = %meta.name, version = meta.version, records = n, "rolled back an uncommitted change");
-                self.db.write_opt(batch, &synced())?;
                 done.push(Recovered {
                     list: meta.name.clone(),
                     version: meta.version + 1,
@@ -383,17 +358,52 @@ impl Store {
         Ok(done)
     }
 
-    pub fn lists(&self) -> Result<Vec<ListMeta>> {
-        let cf = self.cf(CF_LISTS)?;
+    /// Delete every staged record (and its change-log record) of `list` at versions
+    /// `from_version` and above, in one synced batch. Returns the entry records deleted.
+    fn rollback_from(&self, list: u32, from_version: u64) -> Result<u64> {
+        let changes = self.cf(CF_CHANGES)?;
+        let entries = self.cf(CF_ENTRIES)?;
+        let mut start = list.to_be_bytes().to_vec();
+        start.extend_from_slice(&from_version.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        let mut it = self.db.raw_iterator_cf(changes);
+        it.seek(&start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.get(0..4) != Some(&list.to_be_bytes()[..]) {
+                break;
+            }
+            let version =
+                change_key_version(k).ok_or_else(|| StoreError::Corrupt("change key".into()))?;
+            for prefix in change_prefixes(v) {
+                batch.delete_cf(entries, versioned(prefix, version));
+                n += 1;
+            }
+            batch.delete_cf(changes, k);
+            it.next();
+        }
+        it.status()?;
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &synced())?;
+        }
+        Ok(n)
+    }
+
+    /// Every record of a JSON-valued column family, in key order.
+    fn read_all<T: serde::de::DeserializeOwned>(&self, cf: &str, what: &str) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
             let (_, v) = item?;
             out.push(
                 serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Corrupt(format!("list record: {e}")))?,
+                    .map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))?,
             );
         }
         Ok(out)
+    }
+
+    pub fn lists(&self) -> Result<Vec<ListMeta>> {
+        self.read_all(CF_LISTS, "list")
     }
 
     pub fn list_by_id(&self, id: u32) -> Result<Option<ListMeta>> {
@@ -602,16 +612,7 @@ impl Store {
 
     /// The audit log, oldest first.
     pub fn audit(&self) -> Result<Vec<AuditRecord>> {
-        let cf = self.cf(CF_AUDIT)?;
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (_, v) = item?;
-            out.push(
-                serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?,
-            );
-        }
-        Ok(out)
+        self.read_all(CF_AUDIT, "audit")
     }
 
     /// Entry prefixes changed in versions (from, to] of a list: what a live index applies.
@@ -626,11 +627,7 @@ impl Store {
             if k.get(0..4) != Some(&list.to_be_bytes()[..]) {
                 break;
             }
-            let version = k
-                .get(4..12)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+            let version = change_key_version(k).unwrap_or(u64::MAX);
             if version > to {
                 break;
             }
@@ -640,6 +637,11 @@ impl Store {
         it.status()?;
         Ok(out)
     }
+}
+
+/// The version in a change-log key (list u32 · version u64 · seq u64).
+fn change_key_version(k: &[u8]) -> Option<u64> {
+    k.get(4..12)?.try_into().ok().map(u64::from_be_bytes)
 }
 
 /// The entry prefixes of one change-log record (`u16` length, prefix, repeated).
@@ -996,35 +998,10 @@ impl Drop for Change<'_> {
         }
         // Roll back whatever was flushed; the unflushed batch is simply discarded.
         if self.flushed
-            && let Err(e) = self.store.rollback_version(self.meta.id, self.version)
+            && let Err(e) = self.store.rollback_from(self.meta.id, self.version)
         {
             tracing::error!(error = %e, "rollback of an abandoned change failed; it will be retried at the next open");
         }
-    }
-}
-
-impl Store {
-    fn rollback_version(&self, list: u32, version: u64) -> Result<()> {
-        let changes = self.cf(CF_CHANGES)?;
-        let entries = self.cf(CF_ENTRIES)?;
-        let mut start = list.to_be_bytes().to_vec();
-        start.extend_from_slice(&version.to_be_bytes());
-        let mut batch = WriteBatch::default();
-        let mut it = self.db.raw_iterator_cf(changes);
-        it.seek(&start);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(&start) {
-                break;
-            }
-            for prefix in change_prefixes(v) {
-                batch.delete_cf(entries, versioned(prefix, version));
-            }
-            batch.delete_cf(changes, k);
-            it.next();
-        }
-        it.status()?;
-        self.db.write_opt(batch, &synced())?;
-        Ok(())
     }
 }
 
