@@ -4,7 +4,7 @@
 //!
 //! Generates `n` random PDQ hashes and `queries` PDQ queries of 8 dihedral variants each (a
 //! third near an entry, the rest random), then measures on one thread:
-//! * in-memory index: build time, RAM for hash data, queries/s at radius 31;
+//! * in-memory index, scan and multi-index: build time, RAM, queries/s at radius 31;
 //! * with `--store`: CSV import into RocksDB (entries/s), cold start of the matcher (index
 //!   rebuilt from the store), queries/s through the matcher (metadata read from RocksDB on hits).
 //!
@@ -15,8 +15,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use baken::index::scan::{self, hamming_scan};
-use baken::index::{BitTable, MatchConfig, Matcher, QueryHash, pack};
+use baken::index::scan;
+use baken::index::{BitIndex, IndexKind, MatchConfig, Matcher, QueryHash, pack};
 use baken::store::import::{self, Format};
 use baken::store::{HashType, NewList, Store};
 
@@ -70,39 +70,49 @@ fn main() -> anyhow::Result<()> {
             v
         })
         .collect();
-    let rss0 = rss_mb();
 
-    let t = Instant::now();
-    let mut table = BitTable::new(32);
-    for e in &entries {
-        table.push(e);
-    }
-    let build_s = t.elapsed().as_secs_f64();
+    let rows: Vec<u64> = entries.iter().flat_map(|e| pack(e, 4)).collect();
     let packed: Vec<Vec<Vec<u64>>> = queries
         .iter()
         .map(|q| q.iter().map(|v| pack(v, 4)).collect())
         .collect();
-    let t = Instant::now();
-    let mut results = Vec::with_capacity(nq);
-    for q in &packed {
-        results.push(hamming_scan(&table, q, 31));
-    }
-    let scan_s = t.elapsed().as_secs_f64();
-    let hits: usize = results.iter().map(Vec::len).sum();
     let mut out = serde_json::json!({
         "n": n,
         "queries": nq,
         "variants_per_query": 8,
         "radius": 31,
         "kernel": scan::kernel_name(),
-        "index_build_s": build_s,
-        "index_hash_mb": (table.data.len() * 8) as f64 / 1e6,
         "raw_hash_mb": (n * 32) as f64 / 1e6,
-        "rss_growth_mb": rss_mb() - rss0,
-        "queries_per_s": nq as f64 / scan_s,
-        "ms_per_query": scan_s * 1000.0 / nq as f64,
-        "hits": hits,
     });
+    // Both search structures over the same hashes and queries; they must agree hit for hit.
+    let mut results: Vec<Vec<scan::Hit>> = Vec::new();
+    for kind in [IndexKind::Scan, IndexKind::MultiIndex] {
+        let rss0 = rss_mb();
+        let t = Instant::now();
+        let index = BitIndex::build(kind, 32, &rows);
+        let build_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut res = Vec::with_capacity(nq);
+        for q in &packed {
+            res.push(index.search(q, 31));
+        }
+        let search_s = t.elapsed().as_secs_f64();
+        if results.is_empty() {
+            results = res;
+        } else {
+            assert_eq!(results, res, "scan and multi-index disagree");
+        }
+        out[index.kind_name()] = serde_json::json!({
+            "index_build_s": build_s,
+            "index_mb": index.memory_bytes() as f64 / 1e6,
+            "rss_growth_mb": rss_mb() - rss0,
+            "queries_per_s": nq as f64 / search_s,
+            "ms_per_query": search_s * 1000.0 / nq as f64,
+        });
+    }
+    drop(rows);
+    let hits: usize = results.iter().map(Vec::len).sum();
+    out["hits"] = hits.into();
 
     if let Some(dir) = &dump {
         std::fs::create_dir_all(dir)?;
@@ -127,7 +137,6 @@ fn main() -> anyhow::Result<()> {
     }
 
     if with_store {
-        drop(table);
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
         store.create_list(
@@ -151,7 +160,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let store = Arc::new(Store::open(dir.path())?);
         let rss1 = rss_mb();
-        let matcher = Matcher::open(store, MatchConfig::default())?;
+        let matcher = Matcher::open(store, MatchConfig::default())?; // auto: multi-index
         let cold_s = t.elapsed().as_secs_f64();
         let rss_index = rss_mb() - rss1;
         let ty = HashType::new("pdq")?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use baken::index::{MatchConfig, Matcher, QueryHash};
+use baken::index::{IndexKind, MatchConfig, Matcher, QueryHash};
 use baken::store::import::{self, Format};
 use baken::store::{HashType, NewList, Store};
 
@@ -70,6 +70,20 @@ fn got(m: &Matcher, query: &[QueryHash]) -> BTreeSet<(String, String, u32)> {
         .collect()
 }
 
+/// One matcher per search structure over the same store: both must give the oracle's answer.
+fn matchers(store: &Arc<Store>) -> Vec<(IndexKind, Matcher)> {
+    [IndexKind::Scan, IndexKind::MultiIndex]
+        .into_iter()
+        .map(|kind| {
+            let cfg = MatchConfig {
+                index: kind,
+                ..MatchConfig::default()
+            };
+            (kind, Matcher::open(store.clone(), cfg).unwrap())
+        })
+        .collect()
+}
+
 fn oracle(
     lists: &[(&str, &[Vec<u8>], u32)],
     variants: &[Vec<u8>],
@@ -96,7 +110,7 @@ fn pdq_radius_search_has_exact_recall_on_random_hashes() {
     create(&store, "strict", false, &[("pdq", 20)]);
     load(&store, "a", "pdq", &a);
     load(&store, "strict", "pdq", &b);
-    let m = Matcher::open(store, MatchConfig::default()).unwrap();
+    let ms = matchers(&store);
     let mut total = 0;
     for i in 0..300 {
         // Near an entry (0..48 bits away) in the original or a dihedral slot, else random.
@@ -109,8 +123,10 @@ fn pdq_radius_search_has_exact_recall_on_random_hashes() {
         let mut variants: Vec<Vec<u8>> = (0..8).map(|_| rng.bytes(32)).collect();
         variants[i % 8] = rng.flip(base, k);
         let want = oracle(&[("a", &a, 31), ("strict", &b, 20)], &variants);
-        let have = got(&m, &q("pdq", variants, Some(100)));
-        assert_eq!(have, want, "query {i} (k={k})");
+        for (kind, m) in &ms {
+            let have = got(m, &q("pdq", variants.clone(), Some(100)));
+            assert_eq!(have, want, "{kind:?}: query {i} (k={k})");
+        }
         total += want.len();
     }
     assert!(total > 100, "the test must exercise real hits ({total})");
@@ -123,14 +139,17 @@ fn sixty_four_bit_hashes_use_their_own_threshold() {
     let e: Vec<Vec<u8>> = (0..2000).map(|_| rng.bytes(8)).collect();
     create(&store, "p", false, &[]);
     load(&store, "p", "phash", &e);
-    let m = Matcher::open(store, MatchConfig::default()).unwrap();
+    let ms = matchers(&store);
     for i in 0..200 {
         let v = vec![rng.flip(&e[i], i % 16)];
-        assert_eq!(
-            got(&m, &q("phash", v.clone(), None)),
-            oracle(&[("p", &e, 10)], &v),
-            "query {i}"
-        );
+        let want = oracle(&[("p", &e, 10)], &v);
+        for (kind, m) in &ms {
+            assert_eq!(
+                got(m, &q("phash", v.clone(), None)),
+                want,
+                "{kind:?}: query {i}"
+            );
+        }
     }
 }
 
@@ -149,14 +168,17 @@ fn exact_recall_on_real_corpus_hashes() {
     let (_d, store) = new_store();
     create(&store, "corpus", false, &[]);
     load(&store, "corpus", "pdq", &full);
-    let m = Matcher::open(store, MatchConfig::default()).unwrap();
+    let ms = matchers(&store);
     let mut near = 0;
     for r in &rows {
         // The ref512 hash of each photo is a realistic near-duplicate query.
         let v = vec![hex::decode(&r["pdq_ref512_hex"]).unwrap()];
         let want = oracle(&[("corpus", &full, 31)], &v);
         near += want.len();
-        assert_eq!(got(&m, &q("pdq", v, Some(100))), want, "{}", r["file"]);
+        for (kind, m) in &ms {
+            let have = got(m, &q("pdq", v.clone(), Some(100)));
+            assert_eq!(have, want, "{kind:?}: {}", r["file"]);
+        }
     }
     assert!(near >= rows.len(), "every photo finds at least itself");
 }
@@ -331,4 +353,178 @@ fn cold_start_rebuilds_the_index_from_the_store() {
             .len(),
         1
     );
+}
+
+/// Whether each list's index came from a snapshot, by list name.
+fn sources(m: &Matcher) -> Vec<(String, bool)> {
+    m.snapshot()
+        .lists
+        .values()
+        .map(|l| (l.name.clone(), l.from_snapshot))
+        .collect()
+}
+
+#[test]
+fn index_snapshots_are_used_only_when_current_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("index");
+    let cfg = MatchConfig {
+        snapshot_min_entries: Some(0),
+        ..MatchConfig::default()
+    };
+    let mut rng = Rng(0x5eed);
+    let pdq: Vec<Vec<u8>> = (0..3000).map(|_| rng.bytes(32)).collect();
+    let md5: Vec<Vec<u8>> = (0..50).map(|_| rng.bytes(16)).collect();
+    let more: Vec<Vec<u8>> = (0..100).map(|_| rng.bytes(32)).collect();
+    let queries: Vec<Vec<Vec<u8>>> = (0..60)
+        .map(|i| {
+            let base = if i % 2 == 0 { &pdq[i] } else { &more[i] };
+            let mut v: Vec<Vec<u8>> = (0..8).map(|_| rng.bytes(32)).collect();
+            v[i % 8] = rng.flip(base, i % 40);
+            v
+        })
+        .collect();
+    // Every answer checked against the oracle over what the list holds at that moment.
+    let check = |m: &Matcher, entries: &[Vec<u8>]| {
+        for (i, v) in queries.iter().enumerate() {
+            let want = oracle(&[("s", entries, 31)], v);
+            assert_eq!(got(m, &q("pdq", v.clone(), Some(100))), want, "query {i}");
+        }
+        for h in &md5 {
+            assert_eq!(got(m, &q("md5", vec![h.clone()], None)).len(), 1);
+        }
+    };
+    let snapshot_files = || -> Vec<String> {
+        std::fs::read_dir(&snaps)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    {
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        create(&store, "s", false, &[]);
+        load(&store, "s", "pdq", &pdq);
+        load(&store, "s", "md5", &md5);
+        let m = Matcher::open(store, cfg.clone()).unwrap();
+        assert_eq!(sources(&m), [("s".to_string(), false)]);
+        // Written in the background after the build.
+        assert!(
+            wait_until(|| snapshot_files().iter().any(|f| f.ends_with(".idx"))),
+            "a snapshot is written: {:?}",
+            snapshot_files()
+        );
+    }
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let m = Matcher::open(store.clone(), cfg.clone()).unwrap();
+    assert_eq!(sources(&m), [("s".to_string(), true)]);
+    check(&m, &pdq);
+    drop(m);
+
+    // After a change the snapshot is still the base; the change log since is applied on top.
+    load(&store, "s", "pdq", &more);
+    let all: Vec<Vec<u8>> = pdq.iter().chain(&more).cloned().collect();
+    let m = Matcher::open(store.clone(), cfg.clone()).unwrap();
+    assert_eq!(sources(&m), [("s".to_string(), true)]);
+    assert_eq!(
+        m.snapshot().lists.values().next().unwrap().delta_sizes(),
+        (100, 0)
+    );
+    check(&m, &all);
+    m.write_snapshots().unwrap();
+    assert_eq!(snapshot_files().len(), 1, "older versions removed");
+    drop(m);
+
+    // Any damaged byte is caught by the digest, and so is a truncated file: the list is rebuilt
+    // from the store, and the rebuild writes a good snapshot again (in the background).
+    let damages: [fn(&mut Vec<u8>); 4] = [
+        |b| {
+            let i = b.len() / 2;
+            b[i] ^= 0x40
+        },
+        |b| b[20] ^= 1,
+        |b| {
+            let i = b.len() - 1;
+            b[i] ^= 0x80
+        },
+        |b| b.truncate(b.len() / 3),
+    ];
+    for (n, damage) in damages.iter().enumerate() {
+        let files = snapshot_files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let file = snaps.join(&files[0]);
+        let mut bytes = std::fs::read(&file).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        let m = Matcher::open(store.clone(), cfg.clone()).unwrap();
+        assert_eq!(sources(&m), [("s".to_string(), false)], "damage {n}");
+        check(&m, &all);
+        drop(m);
+        assert!(
+            wait_until(|| {
+                let files = snapshot_files();
+                files.len() == 1 && std::fs::read(snaps.join(&files[0])).is_ok_and(|b| b != bytes)
+            }),
+            "damage {n}: snapshot rewritten"
+        );
+        let m = Matcher::open(store.clone(), cfg.clone()).unwrap();
+        assert_eq!(sources(&m), [("s".to_string(), true)], "damage {n}: healed");
+        check(&m, &all);
+    }
+}
+
+fn tombstone(store: &Store, list: &str, ty: &str, hashes: &[Vec<u8>]) {
+    let ty = HashType::new(ty).unwrap();
+    let mut c = store.begin(list, "tester", "remove").unwrap();
+    for h in hashes {
+        c.tombstone(&ty, h, "test").unwrap();
+    }
+    c.commit(None).unwrap();
+}
+
+#[test]
+fn refresh_applies_small_changes_as_a_delta_and_rebuilds_after_large_ones() {
+    let (_d, store) = new_store();
+    create(&store, "d", false, &[]);
+    let mut rng = Rng(0xde17a);
+    let mut live: Vec<Vec<u8>> = (0..2000).map(|_| rng.bytes(32)).collect();
+    load(&store, "d", "pdq", &live);
+    let ms = matchers(&store);
+    let gone: Vec<Vec<u8>> = live.drain(..10).collect();
+    tombstone(&store, "d", "pdq", &gone);
+    let added: Vec<Vec<u8>> = (0..50).map(|_| rng.bytes(32)).collect();
+    load(&store, "d", "pdq", &added);
+    live.extend(added.iter().cloned());
+    // Re-adding a withdrawn entry makes it live again.
+    load(&store, "d", "pdq", &gone[..1]);
+    live.push(gone[0].clone());
+    for (kind, m) in &ms {
+        assert_eq!(m.refresh().unwrap(), ["d"]);
+        let snap = m.snapshot();
+        let l = snap.lists.values().next().unwrap();
+        assert_eq!(l.base_version, 1, "{kind:?}: applied as a delta");
+        assert_eq!(l.delta_sizes(), (50, 9), "{kind:?}");
+        assert_eq!(l.entries, live.len() as u64);
+        let all: Vec<Vec<u8>> = live.iter().chain(&gone).cloned().collect();
+        for (i, base) in all.iter().enumerate() {
+            let mut v: Vec<Vec<u8>> = (0..8).map(|_| rng.bytes(32)).collect();
+            v[i % 8] = rng.flip(base, i % 36);
+            let want = oracle(&[("d", &live, 31)], &v);
+            assert_eq!(got(m, &q("pdq", v, Some(100))), want, "{kind:?}: query {i}");
+        }
+    }
+    // Past the delta limit the list is rebuilt from the store.
+    let many: Vec<Vec<u8>> = (0..70_000).map(|_| rng.bytes(16)).collect();
+    load(&store, "d", "md5", &many);
+    for (_, m) in &ms {
+        m.refresh().unwrap();
+        let snap = m.snapshot();
+        let l = snap.lists.values().next().unwrap();
+        assert_eq!(l.base_version, l.version);
+        assert_eq!(l.delta_sizes(), (0, 0));
+        assert_eq!(got(m, &q("md5", vec![many[69_999].clone()], None)).len(), 1);
+        assert!(got(m, &q("pdq", vec![gone[1].clone()], Some(100))).is_empty());
+    }
 }

@@ -11,10 +11,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::hashing::{self, HashOptions, Hasher, PdqMode};
-use crate::index::{MatchConfig, Matcher, QueryHash};
+use crate::index::{IndexKind, MatchConfig, Matcher, QueryHash};
 use crate::store::export::{self, ExportFormat};
 use crate::store::import::{self, Format};
-use crate::store::{HashType, NewList, Store};
+use crate::store::{HashType, NewList, Store, StoreOptions};
 
 #[derive(Subcommand)]
 pub enum ListCommand {
@@ -90,6 +90,9 @@ pub struct MatchArgs {
     /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
     #[arg(long = "threshold", value_parser = parse_threshold)]
     thresholds: Vec<(HashType, u32)>,
+    /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
+    #[arg(long, default_value = "auto")]
+    index: IndexKind,
     files: Vec<PathBuf>,
 }
 
@@ -101,6 +104,7 @@ impl MatchArgs {
             pdq_mode: PdqMode::Full,
             quality_floor: 50,
             thresholds: Vec::new(),
+            index: IndexKind::Auto,
             files,
         }
     }
@@ -135,7 +139,15 @@ fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
 
 pub fn open_store(data: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-    Store::open(data).with_context(|| format!("opening the store in {}", data.display()))
+    let mut opts = StoreOptions::default();
+    if let Ok(mb) = std::env::var("BAKEN_WRITE_BUFFER_MB") {
+        let mb: usize = mb
+            .parse()
+            .with_context(|| format!("BAKEN_WRITE_BUFFER_MB={mb:?} is not a number of MiB"))?;
+        opts.write_buffer_bytes = Some(mb << 20);
+    }
+    Store::open_with(data, &opts)
+        .with_context(|| format!("opening the store in {}", data.display()))
 }
 
 pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
@@ -347,6 +359,8 @@ pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let config = MatchConfig {
         thresholds: args.thresholds.into_iter().collect(),
         pdq_quality_floor: args.quality_floor,
+        index: args.index,
+        ..MatchConfig::default()
     };
     let matcher = Matcher::open(store, config)?;
     let hasher = Hasher::new(HashOptions {
