@@ -5,8 +5,9 @@
 //! Generates `n` random PDQ hashes and `queries` PDQ queries of 8 dihedral variants each (a
 //! third near an entry, the rest random), then measures on one thread:
 //! * in-memory index, scan and multi-index: build time, RAM, queries/s at radius 31;
-//! * with `--store`: CSV import into RocksDB (entries/s), cold start of the matcher (index
-//!   rebuilt from the store), queries/s through the matcher (metadata read from RocksDB on hits).
+//! * with `--store`: CSV import into RocksDB (entries/s), cold start of the matcher from the
+//!   store alone and from its index snapshot, queries/s through the matcher (metadata read from
+//!   RocksDB on hits).
 //!
 //! `--dump DIR` writes entries.bin (n×32 bytes), queries.bin (q×8×32) and hits.txt (per query:
 //! sorted `index:distance` pairs) for the faiss side.
@@ -157,6 +158,15 @@ fn main() -> anyhow::Result<()> {
         let import_s = t.elapsed().as_secs_f64();
         drop(csv);
         drop(store);
+        // Cold start from the store alone (no snapshot yet), then from the index snapshot the
+        // first start wrote.
+        let t = Instant::now();
+        let store = Arc::new(Store::open(dir.path())?);
+        let matcher = Matcher::open(store.clone(), MatchConfig::default())?;
+        let cold_store_s = t.elapsed().as_secs_f64();
+        matcher.write_snapshots()?;
+        drop(matcher);
+        drop(store);
         let t = Instant::now();
         let store = Arc::new(Store::open(dir.path())?);
         let rss1 = rss_mb();
@@ -180,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             "imported": report.counts.added,
             "import_s": import_s,
             "import_entries_per_s": n as f64 / import_s,
+            "cold_start_from_store_s": cold_store_s,
             "cold_start_s": cold_s,
             "matcher_rss_growth_mb": rss_index,
             "matcher_queries_per_s": nq as f64 / mq,

@@ -59,6 +59,10 @@ impl<W: Write> Write for Hashing<W> {
 /// Write the base tables of `list` (at its base version) to `dir` (created if missing),
 /// replacing any other snapshot of the list.
 pub fn write(dir: &Path, list: &ListIndex) -> Result<PathBuf, SnapshotError> {
+    // One writer at a time: the background writer and an explicit `write_snapshots` would
+    // otherwise share the temporary file, and one's clean-up would remove the other's.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     std::fs::create_dir_all(dir)?;
     let idx: &Tables = list.base();
     let (id, version) = (list.id, list.base_version);

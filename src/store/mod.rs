@@ -329,6 +329,10 @@ impl Store {
         let cfs = ALL_CFS.iter().map(|n| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
+            // Fresh data (L0, L1) stays uncompressed: flushes during a bulk import then cost
+            // no compression; compactions into the deeper levels, where most data lives, use LZ4.
+            let (none, lz4) = (DBCompressionType::None, DBCompressionType::Lz4);
+            o.set_compression_per_level(&[none, none, lz4, lz4, lz4, lz4, lz4]);
             if let Some(b) = tuning.write_buffer_bytes {
                 o.set_write_buffer_size(b.max(1 << 20));
             }
@@ -569,6 +573,7 @@ impl Store {
             counts: ChangeCounts::default(),
             chunk_keys: HashSet::new(),
             flushed: false,
+            now: now_rfc3339(),
             unlogged: false,
             staged_filter: Vec::new(),
             chunk_changes: Vec::new(),
@@ -732,6 +737,9 @@ pub struct Change<'a> {
     /// Prefixes staged in the unflushed batch (duplicates within a chunk).
     chunk_keys: HashSet<Vec<u8>>,
     flushed: bool,
+    /// The change's time, given to every record it adds, updates or withdraws (one clock read
+    /// and format per change, not per record).
+    now: String,
     /// Some chunk went in without the WAL: the commit must flush memtables first.
     unlogged: bool,
     types: BTreeSet<HashType>,
@@ -865,7 +873,7 @@ impl Change<'_> {
         }
         let prefix = entry_prefix(self.meta.id, &ty, &inc.hash);
         let (cur, staged_here) = self.current(&prefix)?;
-        let now = now_rfc3339();
+        let now = self.now.clone();
         if inc.delete {
             return self.tombstone_prefix(
                 &prefix,
@@ -926,7 +934,7 @@ impl Change<'_> {
     ) -> Result<Outcome> {
         match cur {
             Some(c) if !c.is_deleted() => {
-                let now = now_rfc3339();
+                let now = self.now.clone();
                 let rec = EntryRecord {
                     updated: now.clone(),
                     deleted_at: Some(now),
@@ -945,7 +953,7 @@ impl Change<'_> {
             None if staged_here => {
                 // Added earlier in this same change and withdrawn again: keep it as a
                 // tombstone without ever having been visible.
-                let now = now_rfc3339();
+                let now = self.now.clone();
                 let rec = EntryRecord {
                     hash_type: ty.clone(),
                     hash: ty.format_value(hash),
