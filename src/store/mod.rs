@@ -20,6 +20,8 @@
 //! | `external` | list u32 · id len u16 · external id · entry key prefix | — |
 //! | `audit` | seq u64 | `AuditRecord` JSON |
 //! | `meta` | name | counters |
+//!
+//! `reports` keeps its own column families in this database (see `reports::COLUMN_FAMILIES`).
 
 pub mod export;
 pub mod hashtype;
@@ -308,10 +310,10 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(DBCompressionType::Lz4);
         opts.set_keep_log_file_num(4);
-        let cfs = ALL_CFS.iter().map(|n| {
+        let cfs = Self::column_families().map(|n| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*n, o)
+            ColumnFamilyDescriptor::new(n, o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut store = Store {
@@ -323,7 +325,18 @@ impl Store {
         Ok(store)
     }
 
-    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+    /// Every column family: the lists' and those of `reports`, which share this database (one
+    /// WAL, one lock, one directory to back up).
+    pub(crate) fn column_families() -> impl Iterator<Item = &'static str> {
+        ALL_CFS.into_iter().chain(crate::reports::COLUMN_FAMILIES)
+    }
+
+    /// The database, for modules that keep their own column families here (`reports`).
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
