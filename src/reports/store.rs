@@ -983,7 +983,16 @@ impl ReportStore {
             .into_iter()
             .filter_map(|(k, v)| v.map(|s| (k, s)))
             .collect();
-        let name_of = |seq: u64| states.get(&seq).map(|s| s.report_id.clone());
+        // The id index survives an attacker who deleted a report's entry, body and state
+        // together; it names the report whose entry is gone.
+        let ids = self.id_index()?;
+        let name_of = |seq: u64| {
+            states
+                .get(&seq)
+                .map(|s| s.report_id.clone())
+                .or_else(|| ids.get(&seq).cloned())
+        };
+        let mut prev_report: Option<String> = None;
         for item in db.iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start) {
             let (k, v) = item?;
             let seq = k
@@ -994,15 +1003,21 @@ impl ReportStore {
             entries += 1;
             let gap = seq != expected;
             if gap {
+                let after = prev_report
+                    .as_deref()
+                    .map(|r| format!(", after an entry of report {r}"))
+                    .unwrap_or_default();
                 for missing in expected..seq {
                     let named = name_of(missing);
                     problems.push(Problem {
                         seq: Some(missing),
                         message: match &named {
                             Some(id) => format!(
-                                "ledger entry {missing} (the creation of report {id}) is missing: it was deleted"
+                                "ledger entry {missing} (report {id}) is missing: it was deleted{after}"
                             ),
-                            None => format!("ledger entry {missing} is missing: it was deleted"),
+                            None => {
+                                format!("ledger entry {missing} is missing: it was deleted{after}")
+                            }
                         },
                         report_id: named,
                         kind: "missing_entry",
@@ -1057,6 +1072,7 @@ impl ReportStore {
                 });
             }
             prev = se.digest;
+            prev_report = Some(e.report_id.clone());
             match e.kind {
                 EntryKind::Report => {
                     if let Some(d) = &e.body_digest {
@@ -1110,8 +1126,11 @@ impl ReportStore {
                 report_id: name_of(last + 1),
                 kind: "truncated",
                 message: format!(
-                    "ledger entries {}..={head_seq} are missing: the ledger head says {head_seq} entries",
-                    last + 1
+                    "ledger entries {}..={head_seq} are missing (the ledger head says {head_seq} entries){}",
+                    last + 1,
+                    name_of(last + 1)
+                        .map(|id| format!(": the entry of report {id} was cut off"))
+                        .unwrap_or_default()
                 ),
             });
         } else if head_seq < last || (last > 0 && head_digest != prev) {
@@ -1226,6 +1245,24 @@ impl ReportStore {
             audit_records,
             problems,
         })
+    }
+
+    /// Report seq → report id, from the id index in `report_meta`.
+    fn id_index(&self) -> Result<BTreeMap<u64, String>> {
+        let mut out = BTreeMap::new();
+        let mut it = self.store.db().raw_iterator_cf(self.cf(CF_META)?);
+        it.seek(ID_PREFIX);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some(id) = k.strip_prefix(ID_PREFIX) else {
+                break;
+            };
+            if let Ok(seq) = v.try_into().map(u64::from_be_bytes) {
+                out.insert(seq, String::from_utf8_lossy(id).into_owned());
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     fn states_raw(&self) -> Result<Vec<(u64, Option<ReportState>)>> {

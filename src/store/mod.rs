@@ -312,7 +312,15 @@ impl Store {
         opts.set_keep_log_file_num(4);
         let cfs = Self::column_families().map(|n| {
             let mut o = Options::default();
-            o.set_compression_type(DBCompressionType::Lz4);
+            // Report data stays uncompressed: it is small, and a byte scan of the data
+            // directory (the privacy tests) then sees exactly what is stored and what a purge
+            // removed.
+            let report = crate::reports::COLUMN_FAMILIES.contains(&n);
+            o.set_compression_type(if report {
+                DBCompressionType::None
+            } else {
+                DBCompressionType::Lz4
+            });
             ColumnFamilyDescriptor::new(n, o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
