@@ -220,23 +220,35 @@ pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<
             out,
             draft,
         } => {
-            let (report, entry) = rs.get_for_export(&id, format.as_str(), draft, actor, now)?;
+            // Claim the output file first: an export that cannot be written is not counted.
+            let file = out.as_deref().map(create_private).transpose()?;
+            let (report, entry) = match rs.get_for_export(&id, format.as_str(), draft, actor, now) {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(p) = &out {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e.into());
+                }
+            };
             let text = match format {
                 ExportFormat::CsarJson => {
                     export::csar_json(&report, &entry, rs.public_key().as_ref(), draft)?
                 }
                 ExportFormat::NcmecXml => export::ncmec_xml(&report)?,
             };
-            match out {
-                Some(p) => {
-                    write_private(&p, text.as_bytes())?;
+            match (out, file) {
+                (Some(p), Some(mut f)) => {
+                    f.write_all(text.as_bytes())?;
+                    f.write_all(b"\n")?;
+                    f.sync_all()?;
                     eprintln!(
                         "exported report {} to {}",
                         report.state.report_id,
                         p.display()
                     );
                 }
-                None => {
+                _ => {
                     let mut o = std::io::stdout().lock();
                     o.write_all(text.as_bytes())?;
                     writeln!(o)?;
@@ -297,16 +309,12 @@ pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<
 }
 
 /// Exports hold personal data: written 0600, never over an existing file.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    Ok(())
+        .with_context(|| format!("creating {}", path.display()))
 }
