@@ -344,7 +344,9 @@ fn seq_key(n: u64) -> [u8; 8] {
 
 #[test]
 fn signatures_and_chain_verify_and_every_tampering_is_named() {
-    let scenarios: Vec<(&str, Box<dyn Fn(&rocksdb::DB)>, &str, usize)> = vec![
+    type Tamper = Box<dyn Fn(&rocksdb::DB)>;
+    // (what, the tampering, the problem kind expected, which report it names (1-based; 0: none))
+    let scenarios: Vec<(&str, Tamper, &str, usize)> = vec![
         (
             "a body altered",
             Box::new(|db| {

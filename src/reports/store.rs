@@ -612,6 +612,9 @@ impl ReportStore {
         now: OffsetDateTime,
     ) -> Result<(Report, SignedEntry)> {
         let seq = self.resolve(id_or_seq)?;
+        // Under the writer lock: a concurrent review or purge cannot slip in between the checks
+        // and the read.
+        let (_g, mut tx) = self.begin()?;
         let state = self.state_at(seq)?;
         if let Some(p) = &state.purged {
             return Err(ReportError::Purged(
@@ -630,7 +633,6 @@ impl ReportStore {
             .body_at(seq)?
             .ok_or_else(|| ReportError::Corrupt(format!("report {seq} has no body")))?;
         let entry = self.entry(seq)?;
-        let (_g, mut tx) = self.begin()?;
         tx.audit(
             &rfc3339(now),
             actor,
@@ -820,8 +822,17 @@ impl ReportStore {
         }
         let mut summary = PurgeSummary::default();
         for s in self.states()? {
-            if s.purged.is_some() || parse_time(&s.retention_deadline)? > now {
+            if s.purged.is_some() {
                 continue;
+            }
+            // One unreadable deadline must not keep every other report past its own.
+            match parse_time(&s.retention_deadline) {
+                Ok(deadline) if deadline > now => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(report = %s.report_id, error = %e, "unreadable retention deadline; verify the ledger");
+                    continue;
+                }
             }
             let (_g, mut tx) = self.begin()?;
             let mut state = self.state_at(s.seq)?;
