@@ -355,6 +355,15 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
         pdq_quality_floor: args.quality_floor,
     };
     let reporting = args.report.setup(data, store.clone())?;
+    if reporting
+        .as_ref()
+        .is_some_and(|r| r.context.content_reference.is_some())
+        && args.files.len() > 1
+    {
+        bail!(
+            "the context's content_reference names one file: give one file per run, or leave it out to use each file's path"
+        );
+    }
     let mut scans = crate::reports::ScanCounts::default();
     let matcher = Matcher::open(store, config)?;
     let hasher = Hasher::new(HashOptions {
@@ -386,10 +395,6 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
                     if ctx.content_reference.is_none() {
                         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                         ctx.content_reference = Some(format!("file:{}", abs.display()));
-                    } else if args.files.len() > 1 {
-                        bail!(
-                            "the context's content_reference names one file; give one file per run or leave it out (file paths are used)"
-                        );
                     }
                     let created = rep.reports.create(
                         &ctx,
