@@ -268,6 +268,19 @@ fn schema_round_trip_and_the_export_validates() {
     let mut errs = Vec::new();
     validate(&s, &s, &v, "$", &mut errs);
     assert!(errs.is_empty(), "{errs:#?}");
+    // A confirmed report's export (with its human review) validates too.
+    f.rs.review(&body.report_id, Decision::Confirmed, "rev-1", "tester", T0)
+        .unwrap();
+    let (rep2, entry2) =
+        f.rs.get_for_export(&body.report_id, "csar-json", false, "tester", T0)
+            .unwrap();
+    let confirmed: Value =
+        serde_json::to_value(export::csar_document(&rep2, &entry2, Some(&f.key), false).unwrap())
+            .unwrap();
+    assert_eq!(confirmed["human_review"]["decision"], "confirmed");
+    let mut errs = Vec::new();
+    validate(&s, &s, &confirmed, "$", &mut errs);
+    assert!(errs.is_empty(), "{errs:#?}");
     // And the check has teeth: a missing required field and an unknown one are caught.
     let mut bad = v.clone();
     bad["report"].as_object_mut().unwrap().remove("legal_basis");

@@ -860,9 +860,12 @@ impl ReportStore {
     /// them and RocksDB deletes the old logs) and compact the bodies down to the last level.
     fn scrub(&self) -> Result<()> {
         let db = self.store.db();
-        for name in Store::column_families() {
-            db.flush_cf(self.cf(name)?)?;
-        }
+        // All column families in one flush: the old log is obsolete only when every family
+        // that wrote to it is flushed (and this is one atomic flush where that is enabled).
+        let cfs = Store::column_families()
+            .map(|n| self.cf(n))
+            .collect::<Result<Vec<_>>>()?;
+        db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         let mut o = rocksdb::CompactOptions::default();
         o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         db.compact_range_cf_opt(self.cf(CF_BODIES)?, None::<&[u8]>, None::<&[u8]>, &o);
