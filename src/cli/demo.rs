@@ -131,5 +131,5 @@ pub fn run_demo(data: &Path, images: &Path, actor: &str) -> anyhow::Result<std::
     );
     drop(store);
     let args = super::lists::MatchArgs::for_files(files);
-    super::lists::run_match(args, data)
+    super::lists::run_match(args, data, actor)
 }

@@ -93,6 +93,8 @@ pub struct MatchArgs {
     /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
     #[arg(long, default_value = "auto")]
     index: IndexKind,
+    #[command(flatten)]
+    report: super::reports::MatchReportArgs,
     files: Vec<PathBuf>,
 }
 
@@ -105,6 +107,7 @@ impl MatchArgs {
             quality_floor: 50,
             thresholds: Vec::new(),
             index: IndexKind::Auto,
+            report: Default::default(),
             files,
         }
     }
@@ -308,6 +311,9 @@ struct MatchLine<'a> {
     file: &'a str,
     #[serde(flatten)]
     result: &'a crate::index::MatchResult,
+    /// The report created for this file (`--report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<serde_json::Value>,
 }
 
 /// Query hashes for a hashed file: PDQ with its 8 dihedrals and quality, the rest as is.
@@ -348,7 +354,7 @@ pub fn query_from(out: &hashing::HashOutput) -> Vec<QueryHash> {
 }
 
 /// Exit codes: 0 no match, 1 at least one match, 2 errors (a file could not be read or decoded).
-pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
+pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
     if args.files.is_empty() {
         bail!("give at least one file");
     }
@@ -362,6 +368,17 @@ pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
         index: args.index,
         ..MatchConfig::default()
     };
+    let reporting = args.report.setup(data, store.clone())?;
+    if reporting
+        .as_ref()
+        .is_some_and(|r| r.context.content_reference.is_some())
+        && args.files.len() > 1
+    {
+        bail!(
+            "the context's content_reference names one file: give one file per run, or leave it out to use each file's path"
+        );
+    }
+    let mut scans = crate::reports::ScanCounts::default();
     let matcher = Matcher::open(store, config)?;
     let hasher = Hasher::new(HashOptions {
         algorithms: hashing::Algorithm::ALL.to_vec(),
@@ -378,12 +395,42 @@ pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
             Ok(out) => {
                 let r = matcher.match_query(&query_from(&out), only)?;
                 any_match |= !r.matches.is_empty();
+                let mut report = None;
+                if r.matches.is_empty() {
+                    scans.not_matched += 1;
+                    scans.suppressed += u64::from(!r.suppressed.is_empty());
+                } else {
+                    scans.matched += 1;
+                }
+                if let Some(rep) = &reporting
+                    && !r.matches.is_empty()
+                {
+                    let mut ctx = rep.context.clone();
+                    if ctx.content_reference.is_none() {
+                        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                        ctx.content_reference = Some(format!("file:{}", abs.display()));
+                    }
+                    let created = rep.reports.create(
+                        &ctx,
+                        &crate::reports::FileHashes::from(&out),
+                        &r.matches,
+                        rep.now,
+                        actor,
+                    )?;
+                    report = Some(serde_json::json!({
+                        "report_id": created.state.report_id,
+                        "status": created.state.status,
+                        "retention_deadline": created.state.retention_deadline,
+                    }));
+                }
                 print_json(&MatchLine {
                     file: &name,
                     result: &r,
+                    report,
                 })?;
             }
             Err(e) => {
+                scans.failed += 1;
                 any_error = true;
                 print_json(&serde_json::json!({
                     "file": name,
@@ -391,6 +438,9 @@ pub fn run_match(args: MatchArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 }))?;
             }
         }
+    }
+    if let Some(rep) = &reporting {
+        rep.reports.record_scans(&scans, rep.now)?;
     }
     Ok(ExitCode::from(if any_error {
         2

@@ -2,6 +2,7 @@
 
 mod demo;
 pub mod lists;
+pub mod reports;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     /// Hash files and match them against the lists; one JSON object per file.
     /// Exit 0: no match, 1: a match, 2: an error.
     Match(lists::MatchArgs),
+    /// Reports: ls, show, export, verify, review, stats, purge-expired, audit, public-key.
+    Report(reports::ReportArgs),
     /// Try it out: generate benign demo images, put the PNGs in a list `demo` in the data
     /// directory, and match all of them (the JPEG copies match by PDQ).
     Demo {
@@ -172,7 +175,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Hash(args) => hash(args),
         Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
-        Command::Match(args) => lists::run_match(args, &cli.data),
+        Command::Match(args) => lists::run_match(args, &cli.data, &actor),
+        Command::Report(args) => reports::run_report(args, &cli.data, &actor),
         Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),
         Command::DemoImages { dir } => {
             let files = demo::write_demo_images(&dir)?;

@@ -20,6 +20,8 @@
 //! | `external` | list u32 · id len u16 · external id · entry key prefix | — |
 //! | `audit` | seq u64 | `AuditRecord` JSON |
 //! | `meta` | name | counters |
+//!
+//! `reports` keeps its own column families in this database (see `reports::COLUMN_FAMILIES`).
 
 pub mod export;
 pub mod hashtype;
@@ -267,15 +269,70 @@ fn versioned(prefix: &[u8], version: u64) -> Vec<u8> {
     k
 }
 
+/// An entry record as stored: without its type and value, which its key already holds (a third
+/// of the bytes an import writes, flushes and compacts).
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    added: String,
+    /// Absent when equal to `added`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provenance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_reason: Option<String>,
+    version: u64,
+}
+
 fn encode_record(r: &EntryRecord) -> Result<Vec<u8>> {
+    let stored = StoredRecord {
+        external_id: r.external_id.clone(),
+        classification: r.classification.clone(),
+        media_type: r.media_type.clone(),
+        tags: r.tags.clone(),
+        added: r.added.clone(),
+        updated: (r.updated != r.added).then(|| r.updated.clone()),
+        provenance: r.provenance.clone(),
+        deleted_at: r.deleted_at.clone(),
+        deleted_reason: r.deleted_reason.clone(),
+        version: r.version,
+    };
     let mut v = vec![u8::from(r.is_deleted())];
-    serde_json::to_writer(&mut v, r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    serde_json::to_writer(&mut v, &stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(v)
 }
 
-fn decode_record(v: &[u8]) -> Result<EntryRecord> {
-    serde_json::from_slice(v.get(1..).unwrap_or_default())
-        .map_err(|e| StoreError::Corrupt(format!("entry record: {e}")))
+/// The record stored under entry `prefix` (key without its version suffix).
+fn decode_record(prefix: &[u8], v: &[u8]) -> Result<EntryRecord> {
+    let s: StoredRecord = serde_json::from_slice(v.get(1..).unwrap_or_default())
+        .map_err(|e| StoreError::Corrupt(format!("entry record: {e}")))?;
+    let (_, ty, hash) =
+        parse_entry_prefix(prefix).ok_or_else(|| StoreError::Corrupt("entry key".into()))?;
+    let hash_type = HashType::new(ty)?;
+    Ok(EntryRecord {
+        hash: hash_type.format_value(hash),
+        hash_type,
+        external_id: s.external_id,
+        classification: s.classification,
+        media_type: s.media_type,
+        tags: s.tags,
+        updated: s.updated.unwrap_or_else(|| s.added.clone()),
+        added: s.added,
+        provenance: s.provenance,
+        deleted_at: s.deleted_at,
+        deleted_reason: s.deleted_reason,
+        version: s.version,
+    })
 }
 
 fn valid_list_name(n: &str) -> bool {
@@ -326,17 +383,24 @@ impl Store {
         // (see `Change::flush`): flushing all column families together keeps a chunk's entries
         // and its change-log record in step, so recovery can always roll back what it finds.
         opts.set_atomic_flush(true);
-        let cfs = ALL_CFS.iter().map(|n| {
+        let cfs = Self::column_families().map(|n| {
             let mut o = Options::default();
-            o.set_compression_type(DBCompressionType::Lz4);
-            // Fresh data (L0, L1) stays uncompressed: flushes during a bulk import then cost
-            // no compression; compactions into the deeper levels, where most data lives, use LZ4.
+            // Report data stays uncompressed: it is small, and a byte scan of the data
+            // directory (the privacy tests) then sees exactly what is stored and what a purge
+            // removed. Fresh list data (L0, L1) stays uncompressed too: flushes during a bulk
+            // import then cost no compression; compactions into the deeper levels, where most
+            // data lives, use LZ4.
             let (none, lz4) = (DBCompressionType::None, DBCompressionType::Lz4);
-            o.set_compression_per_level(&[none, none, lz4, lz4, lz4, lz4, lz4]);
+            if crate::reports::COLUMN_FAMILIES.contains(&n) {
+                o.set_compression_type(none);
+            } else {
+                o.set_compression_type(lz4);
+                o.set_compression_per_level(&[none, none, lz4, lz4, lz4, lz4, lz4]);
+            }
             if let Some(b) = tuning.write_buffer_bytes {
                 o.set_write_buffer_size(b.max(1 << 20));
             }
-            ColumnFamilyDescriptor::new(*n, o)
+            ColumnFamilyDescriptor::new(n, o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut store = Store {
@@ -354,7 +418,18 @@ impl Store {
         &self.dir
     }
 
-    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+    /// Every column family: the lists' and those of `reports`, which share this database (one
+    /// WAL, one lock, one directory to back up).
+    pub(crate) fn column_families() -> impl Iterator<Item = &'static str> {
+        ALL_CFS.into_iter().chain(crate::reports::COLUMN_FAMILIES)
+    }
+
+    /// The database, for modules that keep their own column families here (`reports`).
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
@@ -549,7 +624,7 @@ impl Store {
             && k.len() == prefix.len() + 8
             && k.starts_with(prefix)
         {
-            return Ok(Some(decode_record(v)?));
+            return Ok(Some(decode_record(prefix, v)?));
         }
         it.status()?;
         Ok(None)
@@ -589,7 +664,7 @@ impl Store {
         mut f: impl FnMut(&[u8], &EntryRecord) -> Result<()>,
     ) -> Result<()> {
         self.scan_list_raw(meta, |prefix, _deleted, value| {
-            let rec = decode_record(value)?;
+            let rec = decode_record(prefix, value)?;
             f(prefix, &rec)
         })
     }
@@ -780,7 +855,7 @@ impl Change<'_> {
                 .db
                 .get_cf(self.store.cf(CF_ENTRIES)?, versioned(prefix, self.version))?
         {
-            return Ok((Some(decode_record(&v)?), true));
+            return Ok((Some(decode_record(prefix, &v)?), true));
         }
         if empty {
             return Ok((None, false));
