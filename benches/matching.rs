@@ -1,10 +1,12 @@
 //! Hamming radius search at 1M and 10M PDQ hashes: one query = 8 dihedral variants at
-//! radius 31, exact recall. Compares the SIMD kernel picked at run time with the portable one.
+//! radius 31, exact recall. Compares multi-index hashing, the SIMD scan kernel picked at run
+//! time and the portable scan.
 //!
 //! cargo bench --bench matching
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+use baken::index::mih::MultiIndex;
 use baken::index::scan::{hamming_scan, kernel_name, scan_portable};
 use baken::index::{BitTable, pack};
 
@@ -32,7 +34,15 @@ fn bench(c: &mut Criterion) {
         .collect();
     for n in [1_000_000usize, 10_000_000] {
         let t = table(n, 0x9E37_79B9_7F4A_7C15);
+        let rows: Vec<u64> = (0..t.len())
+            .flat_map(|i| pack(&t.entry_bytes(i), 4))
+            .collect();
+        let mih = MultiIndex::build(32, 4, &rows);
+        drop(rows);
         g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::new("multi-index", n), &mih, |b, m| {
+            b.iter(|| m.search(&queries, 31))
+        });
         g.bench_with_input(BenchmarkId::new(kernel_name(), n), &t, |b, t| {
             b.iter(|| hamming_scan(t, &queries, 31))
         });

@@ -271,43 +271,67 @@ fn versioned(prefix: &[u8], version: u64) -> Vec<u8> {
 
 /// An entry record as stored: without its type and value, which its key already holds (a third
 /// of the bytes an import writes, flushes and compacts).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredRecord {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     external_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     classification: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     media_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     tags: Vec<String>,
     added: String,
     /// Absent when equal to `added`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     updated: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     provenance: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     deleted_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     deleted_reason: Option<String>,
     version: u64,
 }
 
+/// [`StoredRecord`]'s serialising twin, borrowing (no copies on the import path).
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classification: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
+    added: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_reason: Option<&'a str>,
+    version: u64,
+}
+
 fn encode_record(r: &EntryRecord) -> Result<Vec<u8>> {
-    let stored = StoredRecord {
-        external_id: r.external_id.clone(),
-        classification: r.classification.clone(),
-        media_type: r.media_type.clone(),
-        tags: r.tags.clone(),
-        added: r.added.clone(),
-        updated: (r.updated != r.added).then(|| r.updated.clone()),
-        provenance: r.provenance.clone(),
-        deleted_at: r.deleted_at.clone(),
-        deleted_reason: r.deleted_reason.clone(),
+    let stored = StoredRecordRef {
+        external_id: r.external_id.as_deref(),
+        classification: r.classification.as_deref(),
+        media_type: r.media_type.as_deref(),
+        tags: &r.tags,
+        added: &r.added,
+        updated: (r.updated != r.added).then_some(r.updated.as_str()),
+        provenance: r.provenance.as_deref(),
+        deleted_at: r.deleted_at.as_deref(),
+        deleted_reason: r.deleted_reason.as_deref(),
         version: r.version,
     };
-    let mut v = vec![u8::from(r.is_deleted())];
+    let mut v = Vec::with_capacity(160);
+    v.push(u8::from(r.is_deleted()));
     serde_json::to_writer(&mut v, &stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(v)
 }
