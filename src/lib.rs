@@ -3,4 +3,5 @@ pub mod decode;
 pub mod error;
 pub mod hashing;
 pub mod index;
+pub mod service;
 pub mod store;

@@ -2,6 +2,7 @@
 
 mod demo;
 pub mod lists;
+pub mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +50,11 @@ enum Command {
     /// Hash files and match them against the lists; one JSON object per file.
     /// Exit 0: no match, 1: a match, 2: an error.
     Match(lists::MatchArgs),
+    /// Run the gRPC service (see README: API, configuration, roles, TLS).
+    Serve(serve::ServeArgs),
+    /// Bearer tokens for the service: `token new --name N --role scanner`, `token hash`.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// Try it out: generate benign demo images, put the PNGs in a list `demo` in the data
     /// directory, and match all of them (the JPEG copies match by PDQ).
     Demo {
@@ -173,6 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hash(args) => hash(args),
         Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
         Command::Match(args) => lists::run_match(args, &cli.data),
+        Command::Serve(args) => serve::run_serve(args, &cli.data, &actor),
+        Command::Token(cmd) => serve::run_token(cmd),
         Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),
         Command::DemoImages { dir } => {
             let files = demo::write_demo_images(&dir)?;
