@@ -60,10 +60,14 @@ impl Admission {
             }
             Err(_) => {
                 self.metrics.shed(rpc);
-                Err(Status::resource_exhausted(format!(
-                    "server busy: {} requests in flight, retry with backoff",
-                    self.max
-                )))
+                Err(super::status_with_kind(
+                    tonic::Code::ResourceExhausted,
+                    "busy",
+                    format!(
+                        "server busy: {} requests in flight, retry with backoff",
+                        self.max
+                    ),
+                ))
             }
         }
     }
@@ -111,9 +115,11 @@ impl Deadline {
 
     pub fn check(&self, stage: &str) -> Result<(), Status> {
         match self.0 {
-            Some(t) if Instant::now() >= t => Err(Status::deadline_exceeded(format!(
-                "deadline exceeded {stage}"
-            ))),
+            Some(t) if Instant::now() >= t => Err(super::status_with_kind(
+                tonic::Code::DeadlineExceeded,
+                "deadline",
+                format!("deadline exceeded {stage}"),
+            )),
             _ => Ok(()),
         }
     }

@@ -237,10 +237,13 @@ impl Running {
                 n
             }
         };
+        // Aborted tasks drop what they hold (state references) once awaited.
         if let Some(t) = self.metrics_task {
             t.abort();
+            let _ = t.await;
         }
         self.tally_task.abort();
+        let _ = self.tally_task.await;
         self.state.admission.close();
         // Wait (bounded) for CPU work that outlived its request, then flush the scan tally.
         let t0 = Instant::now();

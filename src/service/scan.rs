@@ -84,7 +84,7 @@ pub fn hash_response(out: &HashOutput) -> pb::HashResponse {
 
 fn image_info(i: &crate::decode::ImageInfo) -> pb::ImageInfo {
     pb::ImageInfo {
-        format: i.format.name().to_string(),
+        format: i.format.name().to_ascii_lowercase(),
         width: i.width,
         height: i.height,
         colour: i.colour.to_string(),
