@@ -47,7 +47,9 @@ impl Drop for Server {
 #[test]
 fn python_grpcio_client_end_to_end() {
     let Some(py) = python() else {
-        skip("no Python with grpcio, grpcio-tools, grpcio-health-checking and grpcio-reflection (run scripts/setup)");
+        skip(
+            "no Python with grpcio, grpcio-tools, grpcio-health-checking and grpcio-reflection (run scripts/setup)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +65,15 @@ fn python_grpcio_client_end_to_end() {
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_baken"))
         .current_dir(dir.path())
-        .args(["--data", "data", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args([
+            "--data",
+            "data",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
         .env("BAKEN_TOKENS_FILE", &tokens)
         .env("BAKEN_LOG", "info")
         .stderr(Stdio::piped())
@@ -87,7 +97,10 @@ fn python_grpcio_client_end_to_end() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the server did not announce its address");
     let images = dir.path().join("baken-demo");
-    assert!(images.join("demo-0.png").is_file(), "the demo images were written");
+    assert!(
+        images.join("demo-0.png").is_file(),
+        "the demo images were written"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/e2e.py");
     let t0 = Instant::now();
     let out = Command::new(&py)
@@ -99,19 +112,32 @@ fn python_grpcio_client_end_to_end() {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "e2e.py failed after {:?}", t0.elapsed());
+    assert!(
+        out.status.success(),
+        "e2e.py failed after {:?}",
+        t0.elapsed()
+    );
     assert!(text.contains("e2e: ") && text.contains(" passed, 0 failed"));
 
     // SIGTERM: a graceful shutdown, exit code 0.
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let t0 = Instant::now();
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             assert!(status.success(), "exit status after SIGTERM: {status}");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -348,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_configuration_parses_and_validates() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/baken.toml");
+        let c = ServiceConfig::from_file(&p).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:50051");
+        assert_eq!(c.auth.client_cert.len(), 2);
+        assert!(c.tls.as_ref().is_some_and(|t| !t.require_client_cert));
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn toml_and_env_override_defaults() {
         let mut c = ServiceConfig::from_toml(
             "listen = \"127.0.0.1:6000\"\nmax_in_flight = 8\n[limits]\nmax_pixels = 1000\n[metrics]\nlisten = \"off\"\n",
