@@ -1366,3 +1366,246 @@ async fn unsafe_configurations_are_refused() {
     let e = service::start(c, store, None).await.err().unwrap();
     assert!(e.to_string().contains("needs authorisation"), "{e}");
 }
+
+// ------------------------------------------------------------------ reports through the traits
+
+/// A report backend in memory: what the report store will be after the merge, reduced to
+/// recording what the service hands over.
+/// (content reference, MD5, matched entries, actor) of a created report.
+type Created = (String, String, Vec<String>, String);
+
+#[derive(Default)]
+struct MemoryReports {
+    created: std::sync::Mutex<Vec<Created>>,
+    scans: std::sync::Mutex<service::reports::ScanCounts>,
+}
+
+impl service::ReportSink for MemoryReports {
+    fn create(
+        &self,
+        r: service::reports::NewReport<'_>,
+    ) -> Result<service::reports::CreatedReport, Status> {
+        let mut c = self.created.lock().unwrap();
+        let id = format!("r-{}", c.len() + 1);
+        c.push((
+            r.context.content_reference.clone(),
+            r.hashes.md5.clone().unwrap_or_default(),
+            r.matches.iter().map(|m| m.entry.clone()).collect(),
+            r.actor.name.clone(),
+        ));
+        Ok(service::reports::CreatedReport {
+            report_id: id,
+            status: "pending_review".into(),
+        })
+    }
+
+    fn record_scans(&self, counts: service::reports::ScanCounts) -> Result<(), Status> {
+        let mut s = self.scans.lock().unwrap();
+        s.matched += counts.matched;
+        s.not_matched += counts.not_matched;
+        s.failed += counts.failed;
+        Ok(())
+    }
+}
+
+impl service::ReportBackend for MemoryReports {
+    fn get(&self, req: &pb::GetReportRequest, _: &service::Identity) -> Result<pb::Report, Status> {
+        let c = self.created.lock().unwrap();
+        let i: usize = req
+            .report_id
+            .trim_start_matches("r-")
+            .parse()
+            .map_err(|_| Status::not_found("no such report"))?;
+        let (cref, ..) = c
+            .get(i - 1)
+            .ok_or_else(|| Status::not_found("no such report"))?;
+        Ok(pb::Report {
+            state: Some(pb::ReportState {
+                report_id: req.report_id.clone(),
+                status: "pending_review".into(),
+                ..Default::default()
+            }),
+            body_json: format!("{{\"content_reference\":\"{cref}\"}}").into_bytes(),
+        })
+    }
+    fn list(
+        &self,
+        _: &pb::ListReportsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ListReportsResponse, Status> {
+        Ok(pb::ListReportsResponse::default())
+    }
+    fn export(
+        &self,
+        _: &pb::ExportReportRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ExportReportResponse, Status> {
+        Err(Status::failed_precondition("pending review"))
+    }
+    fn review(
+        &self,
+        _: &pb::ReviewReportRequest,
+        w: &service::Identity,
+    ) -> Result<pb::ReportState, Status> {
+        Ok(pb::ReportState {
+            reviewer: w.name.clone(),
+            ..Default::default()
+        })
+    }
+    fn verify(
+        &self,
+        _: &pb::VerifyReportsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::VerifyReportsResponse, Status> {
+        Ok(pb::VerifyReportsResponse {
+            ok: true,
+            ..Default::default()
+        })
+    }
+    fn statistics(
+        &self,
+        _: &pb::ReportStatisticsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ReportStatisticsResponse, Status> {
+        Ok(pb::ReportStatisticsResponse::default())
+    }
+    fn audit(
+        &self,
+        _: &pb::GetReportAuditRequest,
+        _: &service::Identity,
+    ) -> Result<pb::GetReportAuditResponse, Status> {
+        Ok(pb::GetReportAuditResponse::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_with_a_context_become_reports_through_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ServiceConfig {
+        listen: "127.0.0.1:0".into(),
+        data: dir.path().join("data"),
+        demo_list: false,
+        ..ServiceConfig::default()
+    };
+    c.metrics.listen = "off".into();
+    let store = service::open_store(&c).unwrap();
+    let backend = std::sync::Arc::new(MemoryReports::default());
+    let running = service::start(c, store, Some(backend.clone()))
+        .await
+        .unwrap();
+    let ch = channel(running.addr).await;
+    let (mut scan, mut lists, mut reports) = (
+        ScanServiceClient::new(ch.clone()),
+        ListServiceClient::new(ch.clone()),
+        ReportServiceClient::new(ch),
+    );
+    let img = png_bytes(80, 60, 44);
+    let md5 = format!("{:032x}", md5_digest(&img));
+    create_list(&mut lists, "known", None).await;
+    import_csv(&mut lists, "known", &format!("md5,{md5},A1,case-7\n"), None)
+        .await
+        .unwrap();
+
+    let ctx = |cref: &str| pb::ReportContext {
+        content_reference: cref.into(),
+        account: Some(pb::Account {
+            id: "acct-1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            context: Some(ctx("upload-77")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.report_id.as_str(), r.report_status.as_str()),
+        ("r-1", "pending_review")
+    );
+    // The privacy path reports too.
+    let r = scan
+        .match_hashes(pb::MatchHashesRequest {
+            hashes: vec![pb::HashValue {
+                r#type: "md5".into(),
+                value: md5.clone(),
+                ..Default::default()
+            }],
+            context: Some(ctx("upload-78")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.report_id, "r-2");
+    // No match, no report; a match without a content reference is refused.
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: png_bytes(80, 60, 45),
+            context: Some(ctx("upload-79")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.report_id.is_empty() && r.report_note.is_empty());
+    let e = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            context: Some(ctx(" ")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    {
+        let created = backend.created.lock().unwrap();
+        assert_eq!(created.len(), 2);
+        assert_eq!(created[0].0, "upload-77");
+        assert_eq!(created[0].1, md5);
+        assert_eq!(created[0].2, vec!["case-7".to_string()]);
+        assert_eq!(created[0].3, "anonymous");
+        assert_eq!(created[1].0, "upload-78");
+    }
+    // ReportService delegates to the backend.
+    let got = reports
+        .get_report(pb::GetReportRequest {
+            report_id: "r-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8(got.body_json)
+            .unwrap()
+            .contains("upload-77")
+    );
+    let e = reports
+        .get_report(pb::GetReportRequest {
+            report_id: "r-9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = reports
+        .export_report(pb::ExportReportRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        reports
+            .verify_reports(pb::VerifyReportsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    // Scan outcomes reach the statistics in a batch (at the latest at shutdown).
+    running.shutdown().await;
+    let s = *backend.scans.lock().unwrap();
+    assert_eq!((s.matched, s.not_matched), (3, 1), "{s:?}");
+}
