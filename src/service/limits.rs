@@ -100,12 +100,12 @@ impl Deadline {
         let Some(v) = md.get("grpc-timeout").and_then(|v| v.to_str().ok()) else {
             return Deadline(None);
         };
-        Deadline(parse_grpc_timeout(v).map(|d| {
+        Deadline(parse_grpc_timeout(v).and_then(|d| {
             // tonic's own timeout layer cancels the request exactly at the deadline (the caller
             // then sees CANCELLED); answering a little earlier gives the caller the precise
-            // DEADLINE_EXCEEDED instead.
+            // DEADLINE_EXCEEDED instead. A deadline too far away to represent is none.
             let margin = (d / 20).min(Duration::from_millis(20));
-            Instant::now() + d.saturating_sub(margin)
+            Instant::now().checked_add(d.saturating_sub(margin))
         }))
     }
 
