@@ -4,4 +4,5 @@ pub mod error;
 pub mod hashing;
 pub mod index;
 pub mod reports;
+pub mod service;
 pub mod store;

@@ -74,14 +74,15 @@ pub fn write_demo_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// `baken demo`: generated images → a demo list in the data directory → match them.
-/// The PNGs are the "known" items; their JPEG re-encodings match by PDQ, not by MD5.
-pub fn run_demo(data: &Path, images: &Path, actor: &str) -> anyhow::Result<std::process::ExitCode> {
+/// Put the PNGs among `files` into the list `demo` (created when absent): their PDQ and MD5.
+pub fn build_demo_list(
+    store: &crate::store::Store,
+    files: &[PathBuf],
+    actor: &str,
+) -> anyhow::Result<crate::store::import::ImportReport> {
     use crate::hashing::{Algorithm, HashOptions, Hasher};
     use crate::store::import::{self, Format};
 
-    let files = write_demo_images(images)?;
-    let store = super::lists::open_store(data)?;
     if store.list("demo").is_err() {
         store.create_list(
             crate::store::NewList {
@@ -115,13 +116,22 @@ pub fn run_demo(data: &Path, images: &Path, actor: &str) -> anyhow::Result<std::
         }
     }
     let (report, _) = import::import(
-        &store,
+        store,
         "demo",
         Format::Csv,
         csv.as_bytes(),
         "baken demo",
         actor,
     )?;
+    Ok(report)
+}
+
+/// `baken demo`: generated images → a demo list in the data directory → match them.
+/// The PNGs are the "known" items; their JPEG re-encodings match by PDQ, not by MD5.
+pub fn run_demo(data: &Path, images: &Path, actor: &str) -> anyhow::Result<std::process::ExitCode> {
+    let files = write_demo_images(images)?;
+    let store = super::lists::open_store(data)?;
+    let report = build_demo_list(&store, &files, actor)?;
     eprintln!(
         "list `demo` at version {} ({} added, {} unchanged) in {}",
         report.version_to,

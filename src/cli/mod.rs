@@ -3,6 +3,7 @@
 mod demo;
 pub mod lists;
 pub mod reports;
+pub mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ enum Command {
     Match(lists::MatchArgs),
     /// Reports: ls, show, export, verify, review, stats, purge-expired, audit, public-key.
     Report(reports::ReportArgs),
+    /// Run the gRPC service (see README: API, configuration, roles, TLS).
+    Serve(serve::ServeArgs),
+    /// Bearer tokens for the service: `token new --name N --role scanner`, `token hash`.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// Try it out: generate benign demo images, put the PNGs in a list `demo` in the data
     /// directory, and match all of them (the JPEG copies match by PDQ).
     Demo {
@@ -177,6 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
         Command::Match(args) => lists::run_match(args, &cli.data, &actor),
         Command::Report(args) => reports::run_report(args, &cli.data, &actor),
+        Command::Serve(args) => serve::run_serve(args, &cli.data, &actor),
+        Command::Token(cmd) => serve::run_token(cmd),
         Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),
         Command::DemoImages { dir } => {
             let files = demo::write_demo_images(&dir)?;

@@ -1,0 +1,1846 @@
+//! The gRPC service as a client sees it: the real server on 127.0.0.1 (ephemeral port), driven
+//! through the generated tonic clients. Images are generated here (benign, synthetic).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use baken::service::{self, Running, ServiceConfig, pb};
+use pb::list_service_client::ListServiceClient;
+use pb::report_service_client::ReportServiceClient;
+use pb::scan_service_client::ScanServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+fn png_bytes(w: u32, h: u32, seed: u64) -> Vec<u8> {
+    let px = common::generated_image(w, h, 3, seed);
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(
+        &mut out,
+        &px,
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .unwrap();
+    out.into_inner()
+}
+
+async fn start(f: impl FnOnce(&mut ServiceConfig)) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ServiceConfig {
+        listen: "127.0.0.1:0".into(),
+        data: dir.path().join("data"),
+        demo_list: false,
+        refresh_interval_ms: 200,
+        drain_timeout_secs: 20,
+        ..ServiceConfig::default()
+    };
+    c.metrics.listen = "127.0.0.1:0".into();
+    f(&mut c);
+    let store = service::open_store(&c).unwrap();
+    let reports = real_reports(&c, &store);
+    let r = service::start(c, store, Some(reports)).await.unwrap();
+    (r, dir)
+}
+
+/// The real report store (signed ledger in the server's RocksDB), as `baken serve` wires it.
+fn real_reports(
+    c: &ServiceConfig,
+    store: &std::sync::Arc<baken::store::Store>,
+) -> std::sync::Arc<dyn service::ReportBackend> {
+    let (signer, _) = baken::reports::sign::Signer::load_or_generate(&c.data).unwrap();
+    let config = service::report_store::report_config(&c.reports).unwrap();
+    let rs = baken::reports::store::ReportStore::new(store.clone(), Some(signer), config).unwrap();
+    std::sync::Arc::new(service::report_store::StoreBackend::new(
+        std::sync::Arc::new(rs),
+        c.reports.clone(),
+    ))
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn authed<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+fn kind(s: &Status) -> String {
+    s.metadata()
+        .get(service::ERROR_KIND_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn import_csv(
+    lists: &mut ListServiceClient<Channel>,
+    list: &str,
+    csv: &str,
+    token: Option<&str>,
+) -> Result<pb::ImportListResponse, Status> {
+    let mut msgs = vec![pb::ImportListRequest {
+        part: Some(pb::import_list_request::Part::Header(pb::ImportHeader {
+            list: list.into(),
+            format: pb::ListFormat::Csv as i32,
+            source: "test.csv".into(),
+        })),
+    }];
+    // Split the file across several messages, as a client streaming a large file would.
+    for chunk in csv.as_bytes().chunks(50) {
+        msgs.push(pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Data(chunk.to_vec())),
+        });
+    }
+    lists
+        .import_list(authed(tokio_stream::iter(msgs), token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn create_list(lists: &mut ListServiceClient<Channel>, name: &str, token: Option<&str>) {
+    lists
+        .create_list(authed(
+            pb::CreateListRequest {
+                name: name.into(),
+                source: "test".into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+}
+
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_scan_match_stream_and_metrics() {
+    let (running, _dir) = start(|_| {}).await;
+    let ch = channel(running.addr).await;
+    let mut scan = ScanServiceClient::new(ch.clone());
+    let mut lists = ListServiceClient::new(ch.clone());
+
+    let known = png_bytes(320, 240, 31);
+    let other = png_bytes(320, 240, 32);
+
+    // HashImage: the default set and an explicit one.
+    let h = scan
+        .hash_image(pb::HashRequest {
+            image: known.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pdq = h.pdq.clone().unwrap();
+    assert_eq!(pdq.hash.len(), 64);
+    assert_eq!(pdq.dihedral.len(), 8);
+    assert_eq!(h.md5.len(), 32);
+    assert!(h.phash.is_empty());
+    assert_eq!(h.image.as_ref().unwrap().format, "png");
+    let h2 = scan
+        .hash_image(pb::HashRequest {
+            image: known.clone(),
+            algorithms: vec![pb::Algorithm::Phash as i32, pb::Algorithm::Sha256 as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h2.phash.len(), 16);
+    assert!(h2.pdq.is_none() && h2.md5.is_empty() && h2.sha256.len() == 64);
+
+    // A list holding the known image's PDQ hash.
+    create_list(&mut lists, "known", None).await;
+    let rep = import_csv(
+        &mut lists,
+        "known",
+        &format!(
+            "hash_type,hash,classification,external_id\npdq,{},A1,case-1\nmd5,nothex,A1,bad\n",
+            pdq.hash
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rep.version_to, 1);
+    assert_eq!(rep.counts.as_ref().unwrap().added, 1);
+    assert_eq!(rep.counts.as_ref().unwrap().errors, 1);
+    assert_eq!(rep.errors.len(), 1);
+
+    // Scan: a match (visible at once, no restart), and a non-match.
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: known.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &r.result.as_ref().unwrap().matches;
+    assert_eq!(m.len(), 1, "{r:?}");
+    assert_eq!(m[0].list, "known");
+    assert_eq!(m[0].entry, "case-1");
+    assert_eq!(m[0].classification, "A1");
+    assert_eq!(m[0].distance, 0);
+    assert_eq!(m[0].transform, "orig");
+    assert_eq!(m[0].threshold, 31);
+    assert!(r.report_id.is_empty());
+    assert!(r.hashes.is_none());
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: other.clone(),
+            lists: vec!["known".into()],
+            return_hashes: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.result.unwrap().matches.is_empty());
+    let other_pdq = r.hashes.unwrap().pdq.unwrap().hash;
+
+    // A match with a report context: answered with the report made of it.
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: known.clone(),
+            context: Some(pb::ReportContext {
+                content_reference: "upload-123".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result.unwrap().matches.len(), 1);
+    assert!(!r.report_id.is_empty(), "{}", r.report_note);
+    assert_eq!(r.report_status, "pending_review");
+
+    // Unknown list: NOT_FOUND.
+    let e = scan
+        .scan(pb::ScanRequest {
+            image: known.clone(),
+            lists: vec!["nope".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // MatchHashes: the privacy path. Near-duplicate (a few bits flipped) and rotated variants.
+    let mut rng = common::XorShift(7);
+    let near = hex::encode(rng.flip(&hex::decode(&pdq.hash).unwrap(), 9));
+    let r = scan
+        .match_hashes(pb::MatchHashesRequest {
+            hashes: vec![pb::HashValue {
+                r#type: "pdq".into(),
+                value: near,
+                quality: Some(90),
+                dihedral: vec![],
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = r.result.unwrap().matches;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].distance, 9);
+    // The known hash as the rot90 variant of a query: matched through the dihedral.
+    let r = scan
+        .match_hashes(pb::MatchHashesRequest {
+            hashes: vec![pb::HashValue {
+                r#type: "pdq".into(),
+                value: other_pdq.clone(),
+                quality: None,
+                dihedral: vec![pdq.hash.clone()],
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result.unwrap().matches[0].transform, "rot90");
+    // Low quality: skipped, said so.
+    let r = scan
+        .match_hashes(pb::MatchHashesRequest {
+            hashes: vec![pb::HashValue {
+                r#type: "pdq".into(),
+                value: pdq.hash.clone(),
+                quality: Some(10),
+                dihedral: vec![],
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let res = r.result.unwrap();
+    assert!(res.matches.is_empty());
+    assert_eq!(res.skipped.len(), 1);
+    // Malformed values: INVALID_ARGUMENT, naming the item, not echoing the value.
+    for (ty, v) in [
+        ("pdq", "zz"),
+        ("md5", "abcd"),
+        ("BAD TYPE", "00"),
+        ("pdq", ""),
+    ] {
+        let e = scan
+            .match_hashes(pb::MatchHashesRequest {
+                hashes: vec![pb::HashValue {
+                    r#type: ty.into(),
+                    value: v.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{ty} {v}");
+        assert!(e.message().contains("hashes[0]"), "{}", e.message());
+    }
+    let e = scan
+        .match_hashes(pb::MatchHashesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // ScanStream: 12 items (scans, hash matches, one broken image), answered by request id.
+    let mut items = Vec::new();
+    for i in 0..12 {
+        let item = match i % 4 {
+            0 => pb::scan_stream_request::Item::Scan(pb::ScanRequest {
+                image: known.clone(),
+                ..Default::default()
+            }),
+            1 => pb::scan_stream_request::Item::Scan(pb::ScanRequest {
+                image: other.clone(),
+                ..Default::default()
+            }),
+            2 => pb::scan_stream_request::Item::Match(pb::MatchHashesRequest {
+                hashes: vec![pb::HashValue {
+                    r#type: "pdq".into(),
+                    value: pdq.hash.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            _ => pb::scan_stream_request::Item::Scan(pb::ScanRequest {
+                image: known[..known.len() / 2].to_vec(),
+                ..Default::default()
+            }),
+        };
+        items.push(pb::ScanStreamRequest {
+            request_id: format!("req-{i}"),
+            item: Some(item),
+        });
+    }
+    let mut stream = scan
+        .scan_stream(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(resp) = stream.message().await.unwrap() {
+        seen.insert(resp.request_id.clone(), resp.outcome.unwrap());
+    }
+    assert_eq!(seen.len(), 12);
+    for (id, outcome) in &seen {
+        let i: usize = id.trim_start_matches("req-").parse().unwrap();
+        use pb::scan_stream_response::Outcome;
+        match (i % 4, outcome) {
+            (0, Outcome::Scan(s)) => assert_eq!(s.result.as_ref().unwrap().matches.len(), 1),
+            (1, Outcome::Scan(s)) => assert!(s.result.as_ref().unwrap().matches.is_empty()),
+            (2, Outcome::Match(m)) => assert_eq!(m.result.as_ref().unwrap().matches.len(), 1),
+            (3, Outcome::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert_eq!(e.kind, "truncated");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Metrics: counters by outcome, list and hash type, latency, errors by kind, list sizes;
+    // never a hash.
+    let text = metrics_text(running.metrics_addr.unwrap()).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for needle in [
+        "baken_scans_total{outcome=\"match\"}",
+        "baken_scans_total{outcome=\"no_match\"}",
+        "baken_matches_total{list=\"known\",hash_type=\"pdq\"}",
+        "baken_errors_total{kind=\"truncated\"}",
+        "baken_errors_total{kind=\"not_found\"}",
+        "baken_request_duration_seconds_bucket{",
+        "baken_requests_total{rpc=\"Scan\",code=\"OK\"}",
+        "baken_list_entries{list=\"known\"} 1",
+        "baken_in_flight 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    assert!(!text.contains(&other_pdq) && !text.contains(&pdq.hash));
+    assert_eq!(running.shutdown().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_rpcs() {
+    let (running, _dir) = start(|_| {}).await;
+    let ch = channel(running.addr).await;
+    let mut lists = ListServiceClient::new(ch.clone());
+    let mut scan = ScanServiceClient::new(ch);
+
+    let info = lists
+        .create_list(pb::CreateListRequest {
+            name: "ncmec".into(),
+            source: "NCMEC".into(),
+            classification_scheme: "ncmec".into(),
+            thresholds: [("pdq".to_string(), 20u32)].into_iter().collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.version, 0);
+    assert_eq!(info.thresholds.get("pdq"), Some(&20));
+    let e = lists
+        .create_list(pb::CreateListRequest {
+            name: "ncmec".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = lists
+        .create_list(pb::CreateListRequest {
+            name: "bad name!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Import the repository's NCMEC sample file through the stream, in small chunks.
+    let xml =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lists/ncmec.xml"))
+            .unwrap();
+    let mut msgs = vec![pb::ImportListRequest {
+        part: Some(pb::import_list_request::Part::Header(pb::ImportHeader {
+            list: "ncmec".into(),
+            format: pb::ListFormat::Ncmec as i32,
+            source: "ncmec.xml".into(),
+        })),
+    }];
+    for c in xml.chunks(100) {
+        msgs.push(pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Data(c.to_vec())),
+        });
+    }
+    let rep = lists
+        .import_list(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rep.version_to, 1);
+    let added = rep.counts.as_ref().unwrap().added;
+    assert!(added > 0);
+
+    // A structurally broken file is refused whole; an unknown list and a missing header too.
+    let e = import_csv(&mut lists, "nope", "md5,00\n", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let broken = vec![
+        pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Header(pb::ImportHeader {
+                list: "ncmec".into(),
+                format: pb::ListFormat::Ncmec as i32,
+                source: String::new(),
+            })),
+        },
+        pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Data(b"<a><b></a>".to_vec())),
+        },
+    ];
+    let e = lists
+        .import_list(tokio_stream::iter(broken))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = lists
+        .import_list(tokio_stream::iter(vec![pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Data(b"x".to_vec())),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let info = lists
+        .get_list(pb::GetListRequest {
+            name: "ncmec".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.version, 1, "refused imports leave the version alone");
+
+    // Another list with an md5 we can match and remove.
+    create_list(&mut lists, "own", None).await;
+    let img = png_bytes(64, 64, 5);
+    let md5 = format!("{:x}", md5_digest(&img));
+    import_csv(
+        &mut lists,
+        "own",
+        &format!("md5,{md5},B1,own-1\nmd5,{},B1,own-2\n", "ab".repeat(16)),
+        None,
+    )
+    .await
+    .unwrap();
+    let hit = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            lists: vec!["own".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hit.result.unwrap().matches[0].hash_type, "md5");
+
+    // Remove by hash (operator) and tombstone by external id (source withdrawal).
+    let ch = lists
+        .remove_entries(pb::RemoveEntriesRequest {
+            list: "own".into(),
+            hashes: vec![pb::EntryHash {
+                r#type: "md5".into(),
+                value: md5.clone(),
+            }],
+            reason: "false positive".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ch.counts.unwrap().tombstoned, 1);
+    let hit = scan
+        .scan(pb::ScanRequest {
+            image: img,
+            lists: vec!["own".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        hit.result.unwrap().matches.is_empty(),
+        "removal applies at once"
+    );
+    let ch = lists
+        .tombstone_entries(pb::TombstoneEntriesRequest {
+            list: "own".into(),
+            external_ids: vec!["own-2".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ch.counts.unwrap().tombstoned, 1);
+    let e = lists
+        .remove_entries(pb::RemoveEntriesRequest {
+            list: "own".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Export (server streaming), with and without tombstones.
+    for (fmt, deleted, want_lines) in [
+        (pb::ExportFormat::Csv, true, 3),
+        (pb::ExportFormat::Csv, false, 1),
+        (pb::ExportFormat::Jsonl, true, 2),
+    ] {
+        let mut s = lists
+            .export_list(pb::ExportListRequest {
+                list: "own".into(),
+                format: fmt as i32,
+                include_deleted: deleted,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut data = Vec::new();
+        while let Some(c) = s.message().await.unwrap() {
+            data.extend(c.data);
+        }
+        let text = String::from_utf8(data).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            want_lines,
+            "{fmt:?} {deleted}: {text}"
+        );
+    }
+    // A large export arrives in several chunks, complete.
+    create_list(&mut lists, "big", None).await;
+    let mut csv = String::new();
+    let mut rng = common::XorShift(3);
+    for i in 0..5000 {
+        csv.push_str(&format!("md5,{},,id-{i}\n", hex::encode(rng.bytes(16))));
+    }
+    import_csv(&mut lists, "big", &csv, None).await.unwrap();
+    let mut s = lists
+        .export_list(pb::ExportListRequest {
+            list: "big".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut chunks, mut lines) = (0, 0);
+    while let Some(c) = s.message().await.unwrap() {
+        chunks += 1;
+        lines += c.data.iter().filter(|&&b| b == b'\n').count();
+    }
+    assert!(chunks > 1);
+    assert_eq!(lines, 5001);
+    let e = lists
+        .export_list(pb::ExportListRequest {
+            list: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Stats and listing.
+    let stats = lists
+        .list_stats(pb::ListStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.lists.len(), 3);
+    let own = stats.lists.iter().find(|s| s.list == "own").unwrap();
+    assert_eq!((own.live_entries, own.tombstones), (0, 2));
+    let all = lists
+        .list_lists(pb::ListListsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.lists.len(), 3);
+
+    // The audit log names the caller and the actions.
+    let audit = lists
+        .get_list_audit(pb::GetListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = audit.records.iter().map(|r| r.action.as_str()).collect();
+    assert!(actions.contains(&"list.remove") && actions.contains(&"list.tombstone"));
+    assert!(audit.records.iter().all(|r| r.actor == "anonymous"));
+    let page = lists
+        .get_list_audit(pb::GetListAuditRequest {
+            after_seq: 2,
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.records.len(), 2);
+    assert_eq!(page.records[0].seq, 3);
+    running.shutdown().await;
+}
+
+fn md5_digest(b: &[u8]) -> u128 {
+    use md5::Digest;
+    u128::from_be_bytes(md5::Md5::digest(b).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_get_precise_codes() {
+    let (running, _dir) = start(|c| {
+        c.limits.max_image_bytes = 2 << 20;
+        c.max_message_bytes = 3 << 20;
+    })
+    .await;
+    let mut scan = ScanServiceClient::new(channel(running.addr).await);
+    let good = png_bytes(64, 48, 1);
+    let ihdr = |w: u32, h: u32| {
+        let mut body = w.to_be_bytes().to_vec();
+        body.extend(h.to_be_bytes());
+        body.extend([8, 2, 0, 0, 0]);
+        let mut f = b"\x89PNG\r\n\x1a\n".to_vec();
+        f.extend(common::png_chunk(b"IHDR", &body));
+        f.extend(common::png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]));
+        f.extend(common::png_chunk(b"IEND", &[]));
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>, Code, &str)> = vec![
+        ("empty", vec![], Code::InvalidArgument, "empty"),
+        (
+            "random bytes",
+            common::XorShift(9).bytes(5000),
+            Code::InvalidArgument,
+            "unsupported_format",
+        ),
+        (
+            "truncated png",
+            good[..good.len() / 2].to_vec(),
+            Code::InvalidArgument,
+            "truncated",
+        ),
+        (
+            "zero width",
+            ihdr(0, 10),
+            Code::InvalidArgument,
+            "zero_dimension",
+        ),
+        (
+            "bomb header",
+            ihdr(100_000, 100_000),
+            Code::ResourceExhausted,
+            "dimensions_too_large",
+        ),
+        (
+            "over the byte limit",
+            vec![0u8; (2 << 20) + 1],
+            Code::ResourceExhausted,
+            "too_large",
+        ),
+    ];
+    for (name, bytes, code, k) in cases {
+        for rpc in ["hash", "scan"] {
+            let e = if rpc == "hash" {
+                scan.hash_image(pb::HashRequest {
+                    image: bytes.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+            } else {
+                scan.scan(pb::ScanRequest {
+                    image: bytes.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+            };
+            assert_eq!(e.code(), code, "{name} via {rpc}: {e:?}");
+            assert_eq!(kind(&e), k, "{name}");
+            assert!(e.message().contains(k), "{name}: {}", e.message());
+        }
+    }
+    // Over the gRPC message limit: refused by the transport before any decoding.
+    let e = scan
+        .hash_image(pb::HashRequest {
+            image: vec![0u8; 4 << 20],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{e:?}"
+    );
+    // The server is fine afterwards.
+    scan.hash_image(pb::HashRequest {
+        image: good,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
+}
+
+/// A request that keeps one CPU thread busy for a while (a large image, every algorithm).
+fn slow_request(img: &[u8]) -> pb::HashRequest {
+    pb::HashRequest {
+        image: img.to_vec(),
+        algorithms: (1..=8).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_and_recovers() {
+    let (running, _dir) = start(|c| {
+        c.max_in_flight = 2;
+        c.cpu_threads = 1;
+    })
+    .await;
+    let ch = channel(running.addr).await;
+    let big = png_bytes(1600, 1200, 11);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut c = ScanServiceClient::new(ch.clone());
+        let req = slow_request(&big);
+        tasks.push(tokio::spawn(async move { c.hash_image(req).await }));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("server busy"), "{}", e.message());
+                assert_eq!(kind(&e), "busy");
+                busy += 1;
+            }
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    assert!(ok <= 10 - busy);
+    // Recovered: nothing in flight, the next request goes through.
+    assert_eq!(running.state().admission.in_flight(), 0);
+    ScanServiceClient::new(ch)
+        .hash_image(pb::HashRequest {
+            image: png_bytes(32, 32, 1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = metrics_text(running.metrics_addr.unwrap()).await;
+    assert!(
+        text.contains("baken_shed_total{rpc=\"HashImage\"}"),
+        "{text}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_honoured() {
+    let (running, _dir) = start(|c| c.cpu_threads = 1).await;
+    let ch = channel(running.addr).await;
+    let big = png_bytes(1600, 1200, 12);
+    // Occupy the single CPU thread…
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut c = ScanServiceClient::new(ch.clone());
+        let req = slow_request(&big);
+        slow.push(tokio::spawn(async move { c.hash_image(req).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // …so a request with a short deadline cannot be done in time.
+    let mut c = ScanServiceClient::new(ch.clone());
+    let mut req = Request::new(pb::ScanRequest {
+        image: png_bytes(64, 64, 2),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(150));
+    let t0 = std::time::Instant::now();
+    let e = c.scan(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    for t in slow {
+        t.await.unwrap().unwrap();
+    }
+    // With time enough, the same request succeeds.
+    let mut req = Request::new(pb::ScanRequest {
+        image: png_bytes(64, 64, 2),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(30));
+    c.scan(req).await.unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_and_closes_the_store() {
+    let (running, dir) = start(|c| c.cpu_threads = 1).await;
+    let addr = running.addr;
+    let ch = channel(addr).await;
+    let big = png_bytes(1600, 1200, 13);
+    let mut c = ScanServiceClient::new(ch);
+    let req = slow_request(&big);
+    let inflight = tokio::spawn(async move { c.hash_image(req).await });
+    let t0 = std::time::Instant::now();
+    while running.state().admission.in_flight() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let left = running.shutdown().await;
+    assert_eq!(left, 0);
+    let done = inflight.await.unwrap().unwrap().into_inner();
+    assert!(done.pdq.is_some(), "the in-flight request completed");
+    // Nothing listens any more, and the store is closed (RocksDB's lock is free).
+    assert!(
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+    );
+    baken::store::Store::open(&dir.path().join("data")).unwrap();
+}
+
+// ------------------------------------------------------------------ authorisation
+
+const TOKENS: [(&str, &str); 4] = [
+    ("scanner", "tok-scanner"),
+    ("reviewer", "tok-reviewer"),
+    ("list_admin", "tok-admin"),
+    ("auditor", "tok-auditor"),
+];
+
+fn write_tokens(dir: &Path) -> std::path::PathBuf {
+    let mut s = String::new();
+    for (role, tok) in TOKENS {
+        s.push_str(&format!(
+            "[[token]]\nname = \"{role}-bot\"\nroles = [\"{role}\"]\nsha256 = \"{}\"\n\n",
+            service::auth::token_hash(tok)
+        ));
+    }
+    let p = dir.join("tokens.toml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// Call one RPC with a minimal valid request; the status code (OK when it succeeded).
+async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code {
+    let mut scan = ScanServiceClient::new(ch.clone());
+    let mut lists = ListServiceClient::new(ch.clone());
+    let mut reports = ReportServiceClient::new(ch.clone());
+    let a = |m| authed(m, token);
+    fn done<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
+        r.map(|_| ())
+    }
+    let r: Result<(), Status> = match rpc {
+        "HashImage" => done(
+            scan.hash_image(authed(
+                pb::HashRequest {
+                    image: img.to_vec(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await,
+        ),
+        "Scan" => done(
+            scan.scan(authed(
+                pb::ScanRequest {
+                    image: img.to_vec(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await,
+        ),
+        "MatchHashes" => done(
+            scan.match_hashes(authed(
+                pb::MatchHashesRequest {
+                    hashes: vec![pb::HashValue {
+                        r#type: "md5".into(),
+                        value: "00".repeat(16),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await,
+        ),
+        "ScanStream" => match scan
+            .scan_stream(authed(
+                tokio_stream::iter(vec![pb::ScanStreamRequest {
+                    request_id: "1".into(),
+                    item: Some(pb::scan_stream_request::Item::Scan(pb::ScanRequest {
+                        image: img.to_vec(),
+                        ..Default::default()
+                    })),
+                }]),
+                token,
+            ))
+            .await
+        {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                let first = s.message().await.map(|m| m.unwrap());
+                first.map(|m| {
+                    assert!(matches!(
+                        m.outcome,
+                        Some(pb::scan_stream_response::Outcome::Scan(_))
+                    ))
+                })
+            }
+            Err(e) => Err(e),
+        },
+        "CreateList" => {
+            let n = format!(
+                "l{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            );
+            done(
+                lists
+                    .create_list(authed(
+                        pb::CreateListRequest {
+                            name: n,
+                            ..Default::default()
+                        },
+                        token,
+                    ))
+                    .await,
+            )
+        }
+        "GetList" => done(
+            lists
+                .get_list(a(pb::GetListRequest { name: "m".into() }))
+                .await,
+        ),
+        "ListLists" => done(
+            lists
+                .list_lists(authed(pb::ListListsRequest {}, token))
+                .await,
+        ),
+        "ImportList" => {
+            let mut l = lists.clone();
+            import_csv(&mut l, "m", "md5,00000000000000000000000000000001\n", token)
+                .await
+                .map(|_| ())
+        }
+        "RemoveEntries" => done(
+            lists
+                .remove_entries(authed(
+                    pb::RemoveEntriesRequest {
+                        list: "m".into(),
+                        external_ids: vec!["x".into()],
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
+        "TombstoneEntries" => done(
+            lists
+                .tombstone_entries(authed(
+                    pb::TombstoneEntriesRequest {
+                        list: "m".into(),
+                        external_ids: vec!["x".into()],
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
+        "ExportList" => match lists
+            .export_list(authed(
+                pb::ExportListRequest {
+                    list: "m".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+        {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                let mut r = Ok(());
+                loop {
+                    match s.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+            Err(e) => Err(e),
+        },
+        "ListStats" => done(
+            lists
+                .list_stats(authed(pb::ListStatsRequest::default(), token))
+                .await,
+        ),
+        "GetListAudit" => done(
+            lists
+                .get_list_audit(authed(pb::GetListAuditRequest::default(), token))
+                .await,
+        ),
+        "GetReport" => done(
+            reports
+                .get_report(authed(
+                    pb::GetReportRequest {
+                        report_id: "1".into(),
+                    },
+                    token,
+                ))
+                .await,
+        ),
+        "ListReports" => done(
+            reports
+                .list_reports(authed(pb::ListReportsRequest::default(), token))
+                .await,
+        ),
+        "ExportReport" => done(
+            reports
+                .export_report(authed(pb::ExportReportRequest::default(), token))
+                .await,
+        ),
+        "ReviewReport" => done(
+            reports
+                .review_report(authed(pb::ReviewReportRequest::default(), token))
+                .await,
+        ),
+        "VerifyReports" => done(
+            reports
+                .verify_reports(authed(pb::VerifyReportsRequest::default(), token))
+                .await,
+        ),
+        "ReportStatistics" => done(
+            reports
+                .report_statistics(authed(pb::ReportStatisticsRequest::default(), token))
+                .await,
+        ),
+        "GetReportAudit" => done(
+            reports
+                .get_report_audit(authed(pb::GetReportAuditRequest::default(), token))
+                .await,
+        ),
+        other => panic!("no call for {other}"),
+    };
+    r.err().map_or(Code::Ok, |s| s.code())
+}
+
+/// Which roles may call which RPC: the policy, written out independently of the code.
+const MATRIX: [(&str, &[&str]); 20] = [
+    ("HashImage", &["scanner"]),
+    ("Scan", &["scanner"]),
+    ("MatchHashes", &["scanner"]),
+    ("ScanStream", &["scanner"]),
+    ("CreateList", &["list_admin"]),
+    ("GetList", &["list_admin", "auditor"]),
+    ("ListLists", &["list_admin", "auditor"]),
+    ("ImportList", &["list_admin"]),
+    ("RemoveEntries", &["list_admin"]),
+    ("TombstoneEntries", &["list_admin"]),
+    ("ExportList", &["list_admin"]),
+    ("ListStats", &["list_admin", "auditor"]),
+    ("GetListAudit", &["list_admin", "auditor"]),
+    ("GetReport", &["reviewer", "auditor"]),
+    ("ListReports", &["reviewer", "auditor"]),
+    ("ExportReport", &["reviewer", "auditor"]),
+    ("ReviewReport", &["reviewer"]),
+    ("VerifyReports", &["auditor"]),
+    ("ReportStatistics", &["auditor"]),
+    ("GetReportAudit", &["auditor"]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_rpc() {
+    let tokdir = tempfile::tempdir().unwrap();
+    let tokens = write_tokens(tokdir.path());
+    let (running, _dir) = start(|c| c.auth.tokens_file = Some(tokens)).await;
+    let ch = channel(running.addr).await;
+    let img = png_bytes(48, 48, 4);
+    let mut admin = ListServiceClient::new(ch.clone());
+    create_list(&mut admin, "m", Some("tok-admin")).await;
+    assert_eq!(MATRIX.len(), baken::service::Rpc::ALL.len());
+    for rpc in baken::service::Rpc::ALL {
+        assert!(
+            MATRIX.iter().any(|(n, _)| *n == rpc.name()),
+            "{rpc:?} not in the matrix"
+        );
+    }
+    let mut checked = 0;
+    for (rpc, allowed) in MATRIX {
+        for (role, token) in TOKENS {
+            let code = call(&ch, rpc, Some(token), &img).await;
+            if allowed.contains(&role) {
+                assert!(
+                    !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                    "{role} must be allowed {rpc}, got {code:?}"
+                );
+                if matches!(rpc, "GetReport" | "ExportReport") {
+                    // The real report store holds no report "1" (nor an empty id).
+                    assert!(
+                        matches!(code, Code::NotFound | Code::InvalidArgument),
+                        "{role} {rpc}: {code:?}"
+                    );
+                } else if rpc == "ReviewReport" {
+                    // No decision given.
+                    assert_eq!(code, Code::InvalidArgument, "{role} {rpc}");
+                } else {
+                    assert_eq!(code, Code::Ok, "{role} {rpc}");
+                }
+            } else {
+                assert_eq!(code, Code::PermissionDenied, "{role} must be denied {rpc}");
+            }
+            checked += 1;
+        }
+        assert_eq!(
+            call(&ch, rpc, None, &img).await,
+            Code::Unauthenticated,
+            "{rpc} without a token"
+        );
+        assert_eq!(
+            call(&ch, rpc, Some("wrong"), &img).await,
+            Code::Unauthenticated,
+            "{rpc} with an unknown token"
+        );
+    }
+    assert_eq!(checked, 80);
+
+    // Health and reflection need no credentials.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "baken.v1.ScanService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let mut refl =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let mut s = refl
+        .server_reflection_info(tokio_stream::iter(vec![
+            tonic_reflection::pb::v1::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                        String::new(),
+                    ),
+                ),
+            },
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = s.message().await.unwrap().unwrap();
+    let names = match resp.message_response.unwrap() {
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(l) => {
+            l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    for want in [
+        "baken.v1.ScanService",
+        "baken.v1.ListService",
+        "baken.v1.ReportService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    // The audit log names the token's holder.
+    let audit = admin
+        .get_list_audit(authed(
+            pb::GetListAuditRequest::default(),
+            Some("tok-auditor"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        audit
+            .records
+            .iter()
+            .any(|r| r.actor == "token:list_admin-bot")
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_identities() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "baken test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |sans: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (srv_cert, srv_key) = leaf(vec!["localhost".into()], "baken server");
+    let (scanner_cert, scanner_key) = leaf(vec!["scanner.provider.test".into()], "scanner-1");
+    let (auditor_cert, auditor_key) = leaf(vec!["other.provider.test".into()], "audit-team");
+    let (stranger_cert, stranger_key) = leaf(vec!["stranger.test".into()], "stranger");
+    let w = |name: &str, s: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, s).unwrap();
+        p
+    };
+    let (cert_p, key_p, ca_p) = (
+        w("server.pem", &srv_cert),
+        w("server.key", &srv_key),
+        w("ca.pem", &ca.pem()),
+    );
+    let (running, _data) = start(|c| {
+        c.tls = Some(service::config::TlsConfig {
+            cert: cert_p,
+            key: key_p,
+            client_ca: Some(ca_p),
+            require_client_cert: true,
+        });
+        c.auth.client_cert = vec![
+            service::auth::CertRule {
+                name: "scanner-1".into(),
+                roles: vec![service::Role::Scanner],
+                san: Some("scanner.provider.test".into()),
+                common_name: None,
+                sha256: None,
+            },
+            service::auth::CertRule {
+                name: "audit".into(),
+                roles: vec![service::Role::Auditor],
+                san: None,
+                common_name: Some("audit-team".into()),
+                sha256: None,
+            },
+        ];
+    })
+    .await;
+    let connect = |cert: Option<(&str, &str)>| {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        if let Some((c, k)) = cert {
+            tls = tls.identity(tonic::transport::Identity::from_pem(c, k));
+        }
+        let ep = Endpoint::from_shared(format!("https://{}", running.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap();
+        async move { ep.connect().await }
+    };
+    let img = png_bytes(40, 40, 6);
+    // The scanner certificate (SAN rule) may scan, not list.
+    let ch = connect(Some((&scanner_cert, &scanner_key))).await.unwrap();
+    assert_eq!(call(&ch, "Scan", None, &img).await, Code::Ok);
+    assert_eq!(
+        call(&ch, "ListLists", None, &img).await,
+        Code::PermissionDenied
+    );
+    // The auditor certificate (common-name rule) may list, not scan.
+    let ch = connect(Some((&auditor_cert, &auditor_key))).await.unwrap();
+    assert_eq!(call(&ch, "ListLists", None, &img).await, Code::Ok);
+    assert_eq!(call(&ch, "Scan", None, &img).await, Code::PermissionDenied);
+    // A certificate from the CA with no rule: authenticated by TLS, but no identity.
+    let ch = connect(Some((&stranger_cert, &stranger_key)))
+        .await
+        .unwrap();
+    assert_eq!(call(&ch, "Scan", None, &img).await, Code::Unauthenticated);
+    // No client certificate: the handshake fails (or the first call does).
+    match connect(None).await {
+        Err(_) => {}
+        Ok(ch) => assert_ne!(call(&ch, "Scan", None, &img).await, Code::Ok),
+    }
+    // Plaintext to a TLS port fails.
+    let plain = Endpoint::from_shared(format!("http://{}", running.addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        assert_ne!(call(&ch, "Scan", None, &img).await, Code::Ok);
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsafe_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ServiceConfig {
+        listen: "0.0.0.0:0".into(),
+        data: dir.path().join("data"),
+        demo_list: false,
+        ..ServiceConfig::default()
+    };
+    let store = service::open_store(&c).unwrap();
+    let e = service::start(c, store, None).await.err().unwrap();
+    assert!(e.to_string().contains("needs authorisation"), "{e}");
+}
+
+// ------------------------------------------------------------------ reports through the traits
+
+/// A report backend in memory, recording exactly what the service hands over (the real store
+/// is exercised by `scans_become_signed_reports_that_the_report_api_serves`).
+/// (content reference, MD5, matched entries, actor) of a created report.
+type Created = (String, String, Vec<String>, String);
+
+#[derive(Default)]
+struct MemoryReports {
+    created: std::sync::Mutex<Vec<Created>>,
+    scans: std::sync::Mutex<service::reports::ScanCounts>,
+}
+
+impl service::ReportSink for MemoryReports {
+    fn create(
+        &self,
+        r: service::reports::NewReport<'_>,
+    ) -> Result<service::reports::CreatedReport, Status> {
+        let mut c = self.created.lock().unwrap();
+        let id = format!("r-{}", c.len() + 1);
+        c.push((
+            r.context.content_reference.clone(),
+            r.hashes.md5.clone().unwrap_or_default(),
+            r.matches.iter().map(|m| m.entry.clone()).collect(),
+            r.actor.name.clone(),
+        ));
+        Ok(service::reports::CreatedReport {
+            report_id: id,
+            status: "pending_review".into(),
+        })
+    }
+
+    fn record_scans(&self, counts: service::reports::ScanCounts) -> Result<(), Status> {
+        let mut s = self.scans.lock().unwrap();
+        s.matched += counts.matched;
+        s.not_matched += counts.not_matched;
+        s.failed += counts.failed;
+        Ok(())
+    }
+}
+
+impl service::ReportBackend for MemoryReports {
+    fn get(&self, req: &pb::GetReportRequest, _: &service::Identity) -> Result<pb::Report, Status> {
+        let c = self.created.lock().unwrap();
+        let i: usize = req
+            .report_id
+            .trim_start_matches("r-")
+            .parse()
+            .map_err(|_| Status::not_found("no such report"))?;
+        let (cref, ..) = c
+            .get(i - 1)
+            .ok_or_else(|| Status::not_found("no such report"))?;
+        Ok(pb::Report {
+            state: Some(pb::ReportState {
+                report_id: req.report_id.clone(),
+                status: "pending_review".into(),
+                ..Default::default()
+            }),
+            body_json: format!("{{\"content_reference\":\"{cref}\"}}").into_bytes(),
+        })
+    }
+    fn list(
+        &self,
+        _: &pb::ListReportsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ListReportsResponse, Status> {
+        Ok(pb::ListReportsResponse::default())
+    }
+    fn export(
+        &self,
+        _: &pb::ExportReportRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ExportReportResponse, Status> {
+        Err(Status::failed_precondition("pending review"))
+    }
+    fn review(
+        &self,
+        _: &pb::ReviewReportRequest,
+        w: &service::Identity,
+    ) -> Result<pb::ReportState, Status> {
+        Ok(pb::ReportState {
+            reviewer: w.name.clone(),
+            ..Default::default()
+        })
+    }
+    fn verify(
+        &self,
+        _: &pb::VerifyReportsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::VerifyReportsResponse, Status> {
+        Ok(pb::VerifyReportsResponse {
+            ok: true,
+            ..Default::default()
+        })
+    }
+    fn statistics(
+        &self,
+        _: &pb::ReportStatisticsRequest,
+        _: &service::Identity,
+    ) -> Result<pb::ReportStatisticsResponse, Status> {
+        Ok(pb::ReportStatisticsResponse::default())
+    }
+    fn audit(
+        &self,
+        _: &pb::GetReportAuditRequest,
+        _: &service::Identity,
+    ) -> Result<pb::GetReportAuditResponse, Status> {
+        Ok(pb::GetReportAuditResponse::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_with_a_context_become_reports_through_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ServiceConfig {
+        listen: "127.0.0.1:0".into(),
+        data: dir.path().join("data"),
+        demo_list: false,
+        ..ServiceConfig::default()
+    };
+    c.metrics.listen = "off".into();
+    let store = service::open_store(&c).unwrap();
+    let backend = std::sync::Arc::new(MemoryReports::default());
+    let running = service::start(c, store, Some(backend.clone()))
+        .await
+        .unwrap();
+    let ch = channel(running.addr).await;
+    let (mut scan, mut lists, mut reports) = (
+        ScanServiceClient::new(ch.clone()),
+        ListServiceClient::new(ch.clone()),
+        ReportServiceClient::new(ch),
+    );
+    let img = png_bytes(80, 60, 44);
+    let md5 = format!("{:032x}", md5_digest(&img));
+    create_list(&mut lists, "known", None).await;
+    import_csv(&mut lists, "known", &format!("md5,{md5},A1,case-7\n"), None)
+        .await
+        .unwrap();
+
+    let ctx = |cref: &str| pb::ReportContext {
+        content_reference: cref.into(),
+        account: Some(pb::Account {
+            id: "acct-1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            context: Some(ctx("upload-77")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.report_id.as_str(), r.report_status.as_str()),
+        ("r-1", "pending_review")
+    );
+    // The privacy path reports too.
+    let r = scan
+        .match_hashes(pb::MatchHashesRequest {
+            hashes: vec![pb::HashValue {
+                r#type: "md5".into(),
+                value: md5.clone(),
+                ..Default::default()
+            }],
+            context: Some(ctx("upload-78")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.report_id, "r-2");
+    // No match, no report; a match without a content reference is refused.
+    let r = scan
+        .scan(pb::ScanRequest {
+            image: png_bytes(80, 60, 45),
+            context: Some(ctx("upload-79")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.report_id.is_empty() && r.report_note.is_empty());
+    let e = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            context: Some(ctx(" ")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    {
+        let created = backend.created.lock().unwrap();
+        assert_eq!(created.len(), 2);
+        assert_eq!(created[0].0, "upload-77");
+        assert_eq!(created[0].1, md5);
+        assert_eq!(created[0].2, vec!["case-7".to_string()]);
+        assert_eq!(created[0].3, "anonymous");
+        assert_eq!(created[1].0, "upload-78");
+    }
+    // ReportService delegates to the backend.
+    let got = reports
+        .get_report(pb::GetReportRequest {
+            report_id: "r-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8(got.body_json)
+            .unwrap()
+            .contains("upload-77")
+    );
+    let e = reports
+        .get_report(pb::GetReportRequest {
+            report_id: "r-9".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = reports
+        .export_report(pb::ExportReportRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        reports
+            .verify_reports(pb::VerifyReportsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    // Scan outcomes reach the statistics in a batch (at the latest at shutdown).
+    running.shutdown().await;
+    let s = *backend.scans.lock().unwrap();
+    assert_eq!((s.matched, s.not_matched), (3, 1), "{s:?}");
+}
+
+/// The whole duty cycle over the API against the real, signed report store: a scan with a
+/// context creates a report; it is read, refused for export until reviewed, reviewed, exported
+/// in both formats, verified, counted and audited — and holds no image bytes.
+#[tokio::test]
+async fn scans_become_signed_reports_that_the_report_api_serves() {
+    let (running, dir) = start(|_| {}).await;
+    let ch = channel(running.addr).await;
+    let (mut scan, mut lists, mut reports) = (
+        ScanServiceClient::new(ch.clone()),
+        ListServiceClient::new(ch.clone()),
+        ReportServiceClient::new(ch),
+    );
+    let img = png_bytes(96, 64, 91);
+    let hashed = scan
+        .hash_image(pb::HashRequest {
+            image: img.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pdq = hashed.pdq.as_ref().unwrap().hash.clone();
+    create_list(&mut lists, "known", None).await;
+    import_csv(&mut lists, "known", &format!("pdq,{pdq},A1,case-9\n"), None)
+        .await
+        .unwrap();
+    let ctx = |cref: &str| pb::ReportContext {
+        content_reference: cref.into(),
+        account: Some(pb::Account {
+            id: "acct-9".into(),
+            ..Default::default()
+        }),
+        ip_events: vec![pb::IpEvent {
+            ip: "192.0.2.44".into(),
+            port: 443,
+            at: "2026-11-01T10:00:00Z".into(),
+            event: "upload".into(),
+            possible_proxy: false,
+        }],
+        service: "photos".into(),
+        ..Default::default()
+    };
+    // The list import shows in matching after the refresh interval.
+    let mut created = None;
+    for _ in 0..50 {
+        let r = scan
+            .scan(pb::ScanRequest {
+                image: img.clone(),
+                context: Some(ctx("vault://upload/9")),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !r.report_id.is_empty() {
+            assert_eq!(r.report_status, "pending_review");
+            created = Some(r.report_id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = created.expect("a matching scan with a context creates a report");
+    // A bad context is refused with a message naming the field.
+    let e = scan
+        .scan(pb::ScanRequest {
+            image: img.clone(),
+            context: Some(pb::ReportContext {
+                ip_events: vec![pb::IpEvent {
+                    ip: "not-an-ip".into(),
+                    ..Default::default()
+                }],
+                ..ctx("vault://upload/10")
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("not-an-ip"), "{}", e.message());
+
+    let r = reports
+        .get_report(pb::GetReportRequest {
+            report_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state.as_ref().unwrap().status, "pending_review");
+    let body = String::from_utf8(r.body_json.clone()).unwrap();
+    for needle in [
+        &pdq,
+        "vault://upload/9",
+        "acct-9",
+        "192.0.2.44",
+        "case-9",
+        "known",
+    ] {
+        assert!(body.contains(needle), "report body lacks {needle}: {body}");
+    }
+    // Not ready to send before review; a draft preview is allowed.
+    let e = reports
+        .export_report(pb::ExportReportRequest {
+            report_id: id.clone(),
+            format: "ncmec-xml".into(),
+            draft: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    let e = reports
+        .review_report(pb::ReviewReportRequest {
+            report_id: id.clone(),
+            decision: "confirm".into(),
+            reviewer: "jane@example.com".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "reviewers are pseudonyms");
+    let s = reports
+        .review_report(pb::ReviewReportRequest {
+            report_id: id.clone(),
+            decision: "confirm".into(),
+            reviewer: "rev-17".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (s.status.as_str(), s.reviewer.as_str()),
+        ("ready_to_send", "rev-17")
+    );
+    let xml = reports
+        .export_report(pb::ExportReportRequest {
+            report_id: id.clone(),
+            format: "ncmec-xml".into(),
+            draft: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(xml.content_type, "application/xml");
+    let xml = String::from_utf8(xml.document).unwrap();
+    assert!(xml.contains(&pdq) && xml.contains("192.0.2.44"), "{xml}");
+    let json = reports
+        .export_report(pb::ExportReportRequest {
+            report_id: id.clone(),
+            format: "csar-json".into(),
+            draft: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let doc: serde_json::Value = serde_json::from_slice(&json.document).unwrap();
+    assert!(doc.to_string().contains(&pdq));
+
+    let v = reports
+        .verify_reports(pb::VerifyReportsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok && v.reports == 1 && v.problems.is_empty(), "{v:?}");
+    let ready = reports
+        .list_reports(pb::ListReportsRequest {
+            status: "ready_to_send".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ready.reports.len(), 1);
+    let st = reports
+        .report_statistics(pb::ReportStatisticsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st.reports_created, st.reviews_confirmed), (1, 1));
+    let audit = reports
+        .get_report_audit(pb::GetReportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = audit.records.iter().map(|a| a.action.as_str()).collect();
+    for a in [
+        "report.create",
+        "report.read",
+        "report.review",
+        "report.export",
+        "report.verify",
+    ] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    // Nothing of the image reached the data directory.
+    let data = dir.path().join("data");
+    let mut files = vec![data];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            let n = img.len();
+            for w in [n / 5, 2 * n / 5, 3 * n / 5, 4 * n / 5].map(|at| &img[at..at + 64]) {
+                assert!(
+                    !bytes.windows(64).any(|x| x == w),
+                    "image bytes in {}",
+                    p.display()
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 3);
+    running.shutdown().await;
+}
