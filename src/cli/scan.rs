@@ -123,8 +123,8 @@ fn job_id(inputs: &[String], lists: &[String]) -> String {
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -273,7 +273,9 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         Some(p) => {
             let mut o = std::fs::OpenOptions::new();
             o.create(true).write(true);
-            let f = o.open(p).with_context(|| format!("opening {}", p.display()))?;
+            let f = o
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?;
             match previous.as_ref().map(|c| c.out_len) {
                 // Lines after the checkpoint came from chunks that will be redone.
                 Some(Some(len)) => f.set_len(len)?,
@@ -424,9 +426,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         eprintln!("{summary}");
     }
     if interrupted {
-        eprintln!(
-            "scan: interrupted after {completed} items; run again with --resume to continue"
-        );
+        eprintln!("scan: interrupted after {completed} items; run again with --resume to continue");
         return Ok(ExitCode::from(130));
     }
     // A finished job needs no checkpoint; an unfinished one could be resumed wrongly later.

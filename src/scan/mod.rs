@@ -133,7 +133,12 @@ impl Walker<'_> {
         true
     }
 
-    fn failed(&mut self, id: String, error: DecodeError, emit: &mut dyn FnMut(Entry) -> bool) -> bool {
+    fn failed(
+        &mut self,
+        id: String,
+        error: DecodeError,
+        emit: &mut dyn FnMut(Entry) -> bool,
+    ) -> bool {
         if self.stopped() {
             return false;
         }
@@ -232,7 +237,10 @@ impl Walker<'_> {
                 })
             } else {
                 let mut buf = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut buf).map(|_| buf).map_err(|e| io_err(&e))
+                entry
+                    .read_to_end(&mut buf)
+                    .map(|_| buf)
+                    .map_err(|e| io_err(&e))
             };
             if !emit(Entry::Bytes { id: mid, data }) {
                 return false;
@@ -284,7 +292,6 @@ where
                     break;
                 }
             }
-            drop(emit);
             if !chunk.is_empty() {
                 let _ = tx.send(chunk);
             }
@@ -360,7 +367,9 @@ mod tests {
         for i in inputs {
             w.input(i, &mut |e| {
                 out.push(match e {
-                    Entry::File { id, .. } | Entry::Bytes { id, .. } | Entry::Failed { id, .. } => id,
+                    Entry::File { id, .. } | Entry::Bytes { id, .. } | Entry::Failed { id, .. } => {
+                        id
+                    }
                 });
                 true
             });
