@@ -484,3 +484,69 @@ fn a_scan_with_reports_leaves_no_image_data_behind() {
         }
     }
 }
+
+#[test]
+fn scan_through_a_running_server_sends_hashes_and_finds_the_same_matches() {
+    let f = fixture();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    /// Ends the server this test started, also when an assertion fails.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        baken(&f.data)
+            .args([
+                "serve",
+                "--no-demo",
+                "--metrics-listen",
+                "off",
+                "--listen",
+                &addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The client's own data directory holds only its checkpoint; the server has the store.
+    let client_data = f.dir.path().join("client");
+    let o = baken(&client_data)
+        .args(["scan", "--all", "--server", &format!("http://{addr}")])
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    drop(server);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = json_lines(&o.stdout);
+    let (items, summary) = split(&lines);
+    let mut want: Vec<String> = f.known.iter().map(|p| s(p)).collect();
+    want.sort();
+    assert_eq!(matched_items(&items), want);
+    assert_eq!(summary["matches_by_list"]["known"], 2);
+    let m = &items.iter().find(|l| l["status"] == "match").unwrap()["matches"][0];
+    assert_eq!(m["list"], "known");
+    assert_eq!(m["hash_type"], "md5");
+}

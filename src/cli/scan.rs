@@ -20,6 +20,8 @@ use sha2::Digest;
 use crate::hashing::{self, HashOptions, Hasher, PdqMode};
 use crate::index::{IndexKind, MatchConfig, Matcher};
 use crate::scan::{ScanItem, ScanOptions};
+use crate::service::pb;
+use crate::service::pb::scan_service_client::ScanServiceClient;
 use crate::store::HashType;
 
 use super::lists::{open_store, parse_threshold, query_from};
@@ -68,8 +70,133 @@ pub struct ScanArgs {
     /// Pause after each chunk, milliseconds. For tests of interruption only.
     #[arg(long, hide = true, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Match against a running `baken serve` at this address (e.g. http://127.0.0.1:50051)
+    /// instead of the local store: only hashes are sent (MatchHashes), never images.
+    #[arg(long)]
+    server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, env = "BAKEN_TOKEN", requires = "server")]
+    token: Option<String>,
     #[command(flatten)]
     report: super::reports::MatchReportArgs,
+}
+
+/// Where hashes are matched.
+enum Backend {
+    Local(Matcher),
+    Remote {
+        rt: tokio::runtime::Runtime,
+        client: ScanServiceClient<tonic::transport::Channel>,
+        token: Option<String>,
+    },
+}
+
+/// One item's matches, as output lines carry them.
+struct Found {
+    matches: Vec<serde_json::Value>,
+    lists: Vec<String>,
+    suppressed: bool,
+    /// The local result, kept for reports.
+    local: Option<crate::index::MatchResult>,
+}
+
+/// The hashes of one file as the service's MatchHashes takes them.
+fn hash_values(h: &hashing::HashOutput) -> Vec<pb::HashValue> {
+    let mut v = Vec::new();
+    if let Some(p) = &h.pdq {
+        v.push(pb::HashValue {
+            r#type: "pdq".into(),
+            value: p.hash.clone(),
+            quality: Some(u32::from(p.quality)),
+            // The first dihedral is the original.
+            dihedral: p.dihedral.iter().skip(1).cloned().collect(),
+        });
+    }
+    for (name, x) in [
+        ("phash", &h.phash),
+        ("dhash", &h.dhash),
+        ("ahash", &h.ahash),
+        ("blockhash", &h.blockhash),
+        ("md5", &h.md5),
+        ("sha1", &h.sha1),
+        ("sha256", &h.sha256),
+    ] {
+        if let Some(x) = x {
+            v.push(pb::HashValue {
+                r#type: name.into(),
+                value: x.clone(),
+                quality: None,
+                dihedral: Vec::new(),
+            });
+        }
+    }
+    v
+}
+
+impl Backend {
+    fn find(&mut self, h: &hashing::HashOutput, only: Option<&[String]>) -> anyhow::Result<Found> {
+        match self {
+            Backend::Local(m) => {
+                let r = m.match_query(&query_from(h), only)?;
+                Ok(Found {
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(serde_json::to_value)
+                        .collect::<Result<_, _>>()?,
+                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
+                    suppressed: !r.suppressed.is_empty(),
+                    local: Some(r),
+                })
+            }
+            Backend::Remote { rt, client, token } => {
+                let mut req = tonic::Request::new(pb::MatchHashesRequest {
+                    hashes: hash_values(h),
+                    lists: only.map(<[String]>::to_vec).unwrap_or_default(),
+                    context: None,
+                });
+                if let Some(t) = token {
+                    req.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {t}")
+                            .parse()
+                            .context("the token is not a valid header value")?,
+                    );
+                }
+                let resp = rt
+                    .block_on(client.match_hashes(req))
+                    .map_err(|s| anyhow::anyhow!("server: {}: {}", s.code(), s.message()))?
+                    .into_inner();
+                let r = resp.result.unwrap_or_default();
+                Ok(Found {
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| {
+                            let mut v = serde_json::json!({
+                                "list": m.list, "list_version": m.list_version,
+                                "hash_type": m.hash_type, "hash": m.hash, "entry": m.entry,
+                                "distance": m.distance, "threshold": m.threshold,
+                            });
+                            for (k, x) in [
+                                ("transform", &m.transform),
+                                ("classification", &m.classification),
+                                ("media_type", &m.media_type),
+                            ] {
+                                if !x.is_empty() {
+                                    v[k] = x.clone().into();
+                                }
+                            }
+                            v
+                        })
+                        .collect(),
+                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
+                    suppressed: !r.suppressed.is_empty(),
+                    local: None,
+                })
+            }
+        }
+    }
 }
 
 /// Counters of a scan, carried across resumed runs in the checkpoint.
@@ -229,20 +356,48 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(open_store(data)?);
-    for l in &args.lists {
-        store.list(l)?;
-    }
-    let reporting = args.report.setup(data, store.clone())?;
-    let matcher = Matcher::open(
-        store,
-        MatchConfig {
-            thresholds: args.thresholds.iter().cloned().collect(),
-            pdq_quality_floor: args.quality_floor,
-            index: args.index,
-            ..MatchConfig::default()
-        },
-    )?;
+    let (mut backend, reporting) = match &args.server {
+        None => {
+            let store = Arc::new(open_store(data)?);
+            for l in &args.lists {
+                store.list(l)?;
+            }
+            let reporting = args.report.setup(data, store.clone())?;
+            let matcher = Matcher::open(
+                store,
+                MatchConfig {
+                    thresholds: args.thresholds.iter().cloned().collect(),
+                    pdq_quality_floor: args.quality_floor,
+                    index: args.index,
+                    ..MatchConfig::default()
+                },
+            )?;
+            (Backend::Local(matcher), reporting)
+        }
+        Some(addr) => {
+            if args.report.report {
+                bail!(
+                    "--report with --server is not supported yet: the server creates reports for its own callers"
+                );
+            }
+            // A small runtime: one gRPC call at a time from the output thread.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let channel = rt
+                .block_on(tonic::transport::Endpoint::from_shared(addr.clone())?.connect())
+                .with_context(|| format!("connecting to {addr}"))?;
+            (
+                Backend::Remote {
+                    rt,
+                    client: ScanServiceClient::new(channel),
+                    token: args.token.clone(),
+                },
+                None,
+            )
+        }
+    };
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let hasher = Hasher::new(HashOptions {
         algorithms: hashing::Algorithm::ALL.to_vec(),
         pdq_mode: args.pdq_mode,
@@ -320,10 +475,10 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             totals.bytes += item.bytes;
             match item.result {
                 Ok(h) => {
-                    let r = matcher.match_query(&query_from(&h), only)?;
-                    if r.matches.is_empty() {
+                    let found = backend.find(&h, only)?;
+                    if found.matches.is_empty() {
                         scans.not_matched += 1;
-                        scans.suppressed += u64::from(!r.suppressed.is_empty());
+                        scans.suppressed += u64::from(found.suppressed);
                         if args.all {
                             out.line(&serde_json::json!({"item": item.id, "status": "no_match"}))?;
                         }
@@ -331,14 +486,14 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     }
                     scans.matched += 1;
                     totals.matched_files += 1;
-                    let mut lists: Vec<&str> = r.matches.iter().map(|m| m.list.as_str()).collect();
+                    let mut lists = found.lists.clone();
                     lists.sort_unstable();
                     lists.dedup();
                     for l in lists {
-                        *totals.matches_by_list.entry(l.to_owned()).or_default() += 1;
+                        *totals.matches_by_list.entry(l).or_default() += 1;
                     }
                     let mut report = None;
-                    if let Some(rep) = &reporting {
+                    if let (Some(rep), Some(r)) = (&reporting, &found.local) {
                         let mut ctx = rep.context.clone();
                         if ctx.content_reference.is_none() {
                             ctx.content_reference = Some(format!("file:{}", item.id));
@@ -359,7 +514,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     let mut line = serde_json::json!({
                         "item": item.id,
                         "status": "match",
-                        "matches": r.matches,
+                        "matches": found.matches,
                     });
                     if let Some(rep) = report {
                         line["report"] = rep;
