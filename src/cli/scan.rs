@@ -451,7 +451,13 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     let files_before = totals.files;
     let mut completed = skip;
 
-    if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
+    // The first Ctrl-C stops after the chunk in hand; a second one ends the process at once
+    // (the last checkpoint still holds, so --resume works either way).
+    if let Err(e) = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    }) {
         tracing::warn!(error = %e, "no Ctrl-C handler; an interrupt will not leave a checkpoint");
     }
 
