@@ -583,9 +583,8 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     }});
     out.line(&summary)?;
     out.commit()?;
-    if args.out.is_some() {
-        eprintln!("{summary}");
-    }
+    // On stderr too, so a human sees it when stdout goes to a pipe or the output to a file.
+    eprintln!("{summary}");
     if interrupted {
         eprintln!("scan: interrupted after {completed} items; run again with --resume to continue");
         return Ok(ExitCode::from(130));
