@@ -4,5 +4,6 @@ pub mod error;
 pub mod hashing;
 pub mod index;
 pub mod reports;
+pub mod scan;
 pub mod service;
 pub mod store;

@@ -113,7 +113,7 @@ impl MatchArgs {
     }
 }
 
-fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
+pub(crate) fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
     let (t, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected TYPE=N, got {s:?}"))?;

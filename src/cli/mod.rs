@@ -3,6 +3,7 @@
 mod demo;
 pub mod lists;
 pub mod reports;
+pub mod scan;
 pub mod serve;
 
 use std::io::Write;
@@ -53,6 +54,10 @@ enum Command {
     Match(lists::MatchArgs),
     /// Reports: ls, show, export, verify, review, stats, purge-expired, audit, public-key.
     Report(reports::ReportArgs),
+    /// Scan directories, file lists (`@list.txt`, `-`) and tar archives against the lists:
+    /// one JSON line per match, a summary, progress on stderr, resumable (`--resume`).
+    /// Exit 0: no match, 1: matches, 2: errors, 130: interrupted.
+    Scan(scan::ScanArgs),
     /// Run the gRPC service (see README: API, configuration, roles, TLS).
     Serve(serve::ServeArgs),
     /// Bearer tokens for the service: `token new --name N --role scanner`, `token hash`.
@@ -186,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(cmd) => lists::run_list(cmd, &cli.data, &actor),
         Command::Match(args) => lists::run_match(args, &cli.data, &actor),
         Command::Report(args) => reports::run_report(args, &cli.data, &actor),
+        Command::Scan(args) => scan::run_scan(args, &cli.data, &actor),
         Command::Serve(args) => serve::run_serve(args, &cli.data, &actor),
         Command::Token(cmd) => serve::run_token(cmd),
         Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),

@@ -1,0 +1,605 @@
+//! `baken scan`: batch matching of directories, file lists and tar archives, with progress,
+//! a JSONL result file, a resumable checkpoint and reports for matches.
+//!
+//! Exit codes: 0 no match, 1 matches found, 2 errors (the summary names their kinds), 130 when
+//! interrupted (the output and checkpoint are consistent; `--resume` continues).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::hashing::{self, HashOptions, Hasher, PdqMode};
+use crate::index::{IndexKind, MatchConfig, Matcher};
+use crate::scan::{ScanItem, ScanOptions};
+use crate::service::pb;
+use crate::service::pb::scan_service_client::ScanServiceClient;
+use crate::store::HashType;
+
+use super::lists::{open_store, parse_threshold, query_from};
+
+/// Set by the Ctrl-C handler; the pipeline finishes the chunk in hand and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[derive(Args)]
+pub struct ScanArgs {
+    /// Directories (recursive), files, `.tar` archives, `@list.txt` (one input a line) or `-`
+    /// (such a list on stdin).
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Match only these lists (repeatable; negative lists always apply).
+    #[arg(long = "list")]
+    lists: Vec<String>,
+    /// Write results here (JSONL; appended to with --resume) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue an interrupted scan of the same inputs and lists from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Also print a line for every file without a match (path, status, error kind; no hashes).
+    #[arg(long)]
+    all: bool,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 10.0)]
+    progress_interval: f64,
+    #[arg(long, default_value = "full")]
+    pdq_mode: PdqMode,
+    /// PDQ hashes under this quality are not matched.
+    #[arg(long, default_value_t = 50)]
+    quality_floor: u8,
+    /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
+    #[arg(long = "threshold", value_parser = parse_threshold)]
+    thresholds: Vec<(HashType, u32)>,
+    /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
+    #[arg(long, default_value = "auto")]
+    index: IndexKind,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Items per chunk (a checkpoint is written after each chunk).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    chunk_items: u64,
+    /// Pause after each chunk, milliseconds. For tests of interruption only.
+    #[arg(long, hide = true, default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// Match against a running `baken serve` at this address (e.g. http://127.0.0.1:50051)
+    /// instead of the local store: only hashes are sent (MatchHashes), never images.
+    #[arg(long)]
+    server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, env = "BAKEN_TOKEN", requires = "server")]
+    token: Option<String>,
+    #[command(flatten)]
+    report: super::reports::MatchReportArgs,
+}
+
+/// Where hashes are matched.
+enum Backend {
+    Local(Matcher),
+    Remote {
+        rt: tokio::runtime::Runtime,
+        client: ScanServiceClient<tonic::transport::Channel>,
+        token: Option<String>,
+    },
+}
+
+/// One item's matches, as output lines carry them.
+struct Found {
+    matches: Vec<serde_json::Value>,
+    lists: Vec<String>,
+    suppressed: bool,
+    /// The local result, kept for reports.
+    local: Option<crate::index::MatchResult>,
+}
+
+/// The hashes of one file as the service's MatchHashes takes them.
+fn hash_values(h: &hashing::HashOutput) -> Vec<pb::HashValue> {
+    let mut v = Vec::new();
+    if let Some(p) = &h.pdq {
+        v.push(pb::HashValue {
+            r#type: "pdq".into(),
+            value: p.hash.clone(),
+            quality: Some(u32::from(p.quality)),
+            // The first dihedral is the original.
+            dihedral: p.dihedral.iter().skip(1).cloned().collect(),
+        });
+    }
+    for (name, x) in [
+        ("phash", &h.phash),
+        ("dhash", &h.dhash),
+        ("ahash", &h.ahash),
+        ("blockhash", &h.blockhash),
+        ("md5", &h.md5),
+        ("sha1", &h.sha1),
+        ("sha256", &h.sha256),
+    ] {
+        if let Some(x) = x {
+            v.push(pb::HashValue {
+                r#type: name.into(),
+                value: x.clone(),
+                quality: None,
+                dihedral: Vec::new(),
+            });
+        }
+    }
+    v
+}
+
+impl Backend {
+    fn find(&mut self, h: &hashing::HashOutput, only: Option<&[String]>) -> anyhow::Result<Found> {
+        match self {
+            Backend::Local(m) => {
+                let r = m.match_query(&query_from(h), only)?;
+                Ok(Found {
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(serde_json::to_value)
+                        .collect::<Result<_, _>>()?,
+                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
+                    suppressed: !r.suppressed.is_empty(),
+                    local: Some(r),
+                })
+            }
+            Backend::Remote { rt, client, token } => {
+                let mut req = tonic::Request::new(pb::MatchHashesRequest {
+                    hashes: hash_values(h),
+                    lists: only.map(<[String]>::to_vec).unwrap_or_default(),
+                    context: None,
+                });
+                if let Some(t) = token {
+                    req.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {t}")
+                            .parse()
+                            .context("the token is not a valid header value")?,
+                    );
+                }
+                let resp = rt
+                    .block_on(client.match_hashes(req))
+                    .map_err(|s| anyhow::anyhow!("server: {}: {}", s.code(), s.message()))?
+                    .into_inner();
+                let r = resp.result.unwrap_or_default();
+                Ok(Found {
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| {
+                            let mut v = serde_json::json!({
+                                "list": m.list, "list_version": m.list_version,
+                                "hash_type": m.hash_type, "hash": m.hash, "entry": m.entry,
+                                "distance": m.distance, "threshold": m.threshold,
+                            });
+                            for (k, x) in [
+                                ("transform", &m.transform),
+                                ("classification", &m.classification),
+                                ("media_type", &m.media_type),
+                            ] {
+                                if !x.is_empty() {
+                                    v[k] = x.clone().into();
+                                }
+                            }
+                            v
+                        })
+                        .collect(),
+                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
+                    suppressed: !r.suppressed.is_empty(),
+                    local: None,
+                })
+            }
+        }
+    }
+}
+
+/// Counters of a scan, carried across resumed runs in the checkpoint.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Totals {
+    files: u64,
+    bytes: u64,
+    matched_files: u64,
+    error_files: u64,
+    /// Error kind → files.
+    errors: BTreeMap<String, u64>,
+    /// List → files matching it.
+    matches_by_list: BTreeMap<String, u64>,
+    /// Time spent by all runs, seconds.
+    elapsed_s: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    job: String,
+    /// Items done, in enumeration order.
+    completed: u64,
+    /// Length of the output file when the checkpoint was written: a resumed run cuts the file
+    /// back to it, so lines written after the last checkpoint are not repeated.
+    out_len: Option<u64>,
+    totals: Totals,
+}
+
+/// The job id: SHA-256 of the canonicalised inputs and the list filter, so a resume picks up the
+/// same scan and only that.
+fn job_id(inputs: &[String], lists: &[String]) -> String {
+    let canon = |p: &str| {
+        std::fs::canonicalize(p)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| p.to_owned())
+    };
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|i| match i.strip_prefix('@') {
+            _ if i == "-" => "-".to_owned(),
+            Some(l) => format!("@{}", canon(l)),
+            None => canon(i),
+        })
+        .collect();
+    let mut lists = lists.to_vec();
+    lists.sort();
+    let key = serde_json::json!({ "inputs": inputs, "lists": lists });
+    hex::encode(sha2::Sha256::digest(key.to_string().as_bytes()))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    // The rename is durable only once the directory is synced.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+enum Output {
+    Stdout(std::io::Stdout),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl Output {
+    fn line(&mut self, v: &impl Serialize) -> anyhow::Result<()> {
+        let mut s = serde_json::to_string(v)?;
+        s.push('\n');
+        match self {
+            Output::Stdout(o) => o.lock().write_all(s.as_bytes())?,
+            Output::File(f) => f.write_all(s.as_bytes())?,
+        }
+        Ok(())
+    }
+
+    /// Flush (and for a file, fsync) what was written; the file's length afterwards.
+    fn commit(&mut self) -> anyhow::Result<Option<u64>> {
+        match self {
+            Output::Stdout(o) => {
+                o.flush()?;
+                Ok(None)
+            }
+            Output::File(f) => {
+                f.flush()?;
+                f.get_ref().sync_data()?;
+                Ok(Some(f.get_mut().stream_position()?))
+            }
+        }
+    }
+}
+
+/// Progress: a bar on a terminal, a plain line every interval otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(interval: Duration) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            // The total is unknown without a second walk, so a spinner with counts and rate.
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Progress {
+            bar,
+            interval,
+            last: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, t: &Totals, rate: f64) {
+        let msg = format!(
+            "{} files, {}, {} matches, {:.1} files/s",
+            t.files,
+            human_bytes(t.bytes),
+            t.matched_files,
+            rate
+        );
+        if let Some(b) = &self.bar {
+            b.set_message(msg);
+        } else if self.last.elapsed() >= self.interval {
+            self.last = Instant::now();
+            eprintln!("scan: {msg}");
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
+    let (mut backend, reporting) = match &args.server {
+        None => {
+            let store = Arc::new(open_store(data)?);
+            for l in &args.lists {
+                store.list(l)?;
+            }
+            let reporting = args.report.setup(data, store.clone())?;
+            let matcher = Matcher::open(
+                store,
+                MatchConfig {
+                    thresholds: args.thresholds.iter().cloned().collect(),
+                    pdq_quality_floor: args.quality_floor,
+                    index: args.index,
+                    ..MatchConfig::default()
+                },
+            )?;
+            (Backend::Local(matcher), reporting)
+        }
+        Some(addr) => {
+            if args.report.report {
+                bail!(
+                    "--report with --server is not supported yet: the server creates reports for its own callers"
+                );
+            }
+            // A small runtime: one gRPC call at a time from the output thread.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let channel = rt
+                .block_on(tonic::transport::Endpoint::from_shared(addr.clone())?.connect())
+                .with_context(|| format!("connecting to {addr}"))?;
+            (
+                Backend::Remote {
+                    rt,
+                    client: ScanServiceClient::new(channel),
+                    token: args.token.clone(),
+                },
+                None,
+            )
+        }
+    };
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let hasher = Hasher::new(HashOptions {
+        algorithms: hashing::Algorithm::ALL.to_vec(),
+        pdq_mode: args.pdq_mode,
+        ..HashOptions::default()
+    });
+    let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
+
+    let job = job_id(&args.inputs, &args.lists);
+    let ck_dir = data.join("scan-checkpoints");
+    std::fs::create_dir_all(&ck_dir).with_context(|| format!("creating {}", ck_dir.display()))?;
+    let ck_path = ck_dir.join(format!("{job}.json"));
+    let previous: Option<Checkpoint> = if args.resume && ck_path.exists() {
+        let text = std::fs::read_to_string(&ck_path)
+            .with_context(|| format!("reading {}", ck_path.display()))?;
+        Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a scan checkpoint", ck_path.display()))?,
+        )
+    } else {
+        if args.resume {
+            eprintln!("scan: no checkpoint for these inputs; starting from the beginning");
+        }
+        None
+    };
+
+    let mut out = match &args.out {
+        None => Output::Stdout(std::io::stdout()),
+        Some(p) => {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).write(true);
+            let f = o
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?;
+            match previous.as_ref().map(|c| c.out_len) {
+                // Lines after the checkpoint came from chunks that will be redone.
+                Some(Some(len)) => f.set_len(len)?,
+                Some(None) => {}
+                None => f.set_len(0)?,
+            }
+            let mut f = f;
+            f.seek(std::io::SeekFrom::End(0))?;
+            Output::File(std::io::BufWriter::new(f))
+        }
+    };
+
+    let (mut totals, skip) = match &previous {
+        Some(c) => (c.totals.clone(), c.completed),
+        None => (Totals::default(), 0),
+    };
+    let base_elapsed = totals.elapsed_s;
+    let files_before = totals.files;
+    let mut completed = skip;
+
+    // The first Ctrl-C stops after the chunk in hand; a second one ends the process at once
+    // (the last checkpoint still holds, so --resume works either way).
+    if let Err(e) = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    }) {
+        tracing::warn!(error = %e, "no Ctrl-C handler; an interrupt will not leave a checkpoint");
+    }
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    let opts = ScanOptions {
+        skip,
+        chunk_items: args.chunk_items as usize,
+        max_input_bytes: hasher.options().limits.max_input_bytes,
+        ..ScanOptions::default()
+    };
+    let mut progress = Progress::new(Duration::from_secs_f64(args.progress_interval.max(0.0)));
+    let start = Instant::now();
+
+    let on_chunk = |items: Vec<ScanItem>| -> anyhow::Result<()> {
+        let mut scans = crate::reports::ScanCounts::default();
+        let n = items.len() as u64;
+        for item in items {
+            totals.files += 1;
+            totals.bytes += item.bytes;
+            match item.result {
+                Ok(h) => {
+                    let found = backend.find(&h, only)?;
+                    if found.matches.is_empty() {
+                        scans.not_matched += 1;
+                        scans.suppressed += u64::from(found.suppressed);
+                        if args.all {
+                            out.line(&serde_json::json!({"item": item.id, "status": "no_match"}))?;
+                        }
+                        continue;
+                    }
+                    scans.matched += 1;
+                    totals.matched_files += 1;
+                    let mut lists = found.lists.clone();
+                    lists.sort_unstable();
+                    lists.dedup();
+                    for l in lists {
+                        *totals.matches_by_list.entry(l).or_default() += 1;
+                    }
+                    let mut report = None;
+                    if let (Some(rep), Some(r)) = (&reporting, &found.local) {
+                        let mut ctx = rep.context.clone();
+                        if ctx.content_reference.is_none() {
+                            ctx.content_reference = Some(format!("file:{}", item.id));
+                        }
+                        let created = rep.reports.create(
+                            &ctx,
+                            &crate::reports::FileHashes::from(&h),
+                            &r.matches,
+                            rep.now,
+                            actor,
+                        )?;
+                        report = Some(serde_json::json!({
+                            "report_id": created.state.report_id,
+                            "status": created.state.status,
+                            "retention_deadline": created.state.retention_deadline,
+                        }));
+                    }
+                    let mut line = serde_json::json!({
+                        "item": item.id,
+                        "status": "match",
+                        "matches": found.matches,
+                    });
+                    if let Some(rep) = report {
+                        line["report"] = rep;
+                    }
+                    out.line(&line)?;
+                }
+                Err(e) => {
+                    scans.failed += 1;
+                    totals.error_files += 1;
+                    *totals.errors.entry(e.kind().to_owned()).or_default() += 1;
+                    tracing::debug!(kind = e.kind(), "input failed");
+                    if args.all {
+                        out.line(&serde_json::json!({
+                            "item": item.id,
+                            "status": "error",
+                            "error_kind": e.kind(),
+                        }))?;
+                    }
+                }
+            }
+        }
+        if let Some(rep) = &reporting {
+            rep.reports.record_scans(&scans, rep.now)?;
+        }
+        completed += n;
+        totals.elapsed_s = base_elapsed + start.elapsed().as_secs_f64();
+        // Output first, then the checkpoint that points at it: a crash between the two only
+        // repeats work, and the resumed run cuts the output back to the checkpoint's length.
+        let out_len = out.commit()?;
+        let ck = Checkpoint {
+            job: job.clone(),
+            completed,
+            out_len,
+            totals: totals.clone(),
+        };
+        write_atomic(&ck_path, &serde_json::to_vec(&ck)?)?;
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        progress.update(&totals, (totals.files - files_before) as f64 / secs);
+        if args.chunk_delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.chunk_delay_ms));
+        }
+        Ok(())
+    };
+    pool.install(|| crate::scan::scan(&args.inputs, &opts, &hasher, &STOP, on_chunk))?;
+    progress.finish();
+
+    let interrupted = STOP.load(Ordering::SeqCst);
+    totals.elapsed_s = base_elapsed + start.elapsed().as_secs_f64();
+    let summary = serde_json::json!({ "summary": {
+        "files": totals.files,
+        "bytes": totals.bytes,
+        "matched_files": totals.matched_files,
+        "matches_by_list": totals.matches_by_list,
+        "error_files": totals.error_files,
+        "errors": totals.errors,
+        "elapsed_s": totals.elapsed_s,
+        "images_per_s": if totals.elapsed_s > 0.0 { totals.files as f64 / totals.elapsed_s } else { 0.0 },
+        "resumed_from": skip,
+        "interrupted": interrupted,
+    }});
+    out.line(&summary)?;
+    out.commit()?;
+    // On stderr too, so a human sees it when stdout goes to a pipe or the output to a file.
+    eprintln!("{summary}");
+    if interrupted {
+        eprintln!("scan: interrupted after {completed} items; run again with --resume to continue");
+        return Ok(ExitCode::from(130));
+    }
+    // A finished job needs no checkpoint; an unfinished one could be resumed wrongly later.
+    if let Err(e) = std::fs::remove_file(&ck_path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        bail!("removing {}: {e}", ck_path.display());
+    }
+    Ok(ExitCode::from(if totals.error_files > 0 {
+        2
+    } else if totals.matched_files > 0 {
+        1
+    } else {
+        0
+    }))
+}
