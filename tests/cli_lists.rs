@@ -183,3 +183,53 @@ fn build_a_list_from_hashes_and_match_files_against_it() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
 }
+
+/// `match` and `scan` compute a perceptual type beyond PDQ only when a list holds it; a list of
+/// pHash values must still be matched.
+#[test]
+fn lists_of_other_perceptual_types_are_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (w, h) = (320u32, 240u32);
+    let known = dir.path().join("known.png");
+    save_png(&known, &common::generated_image(w, h, 3, 31), w, h);
+    let out = baken(&data)
+        .args(["hash", "--algo", "phash"])
+        .arg(&known)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let phash = json_lines(&out.stdout)[0]["phash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(
+        &csv,
+        format!("hash_type,hash,classification,external_id\nphash,{phash},A1,p-1\n"),
+    )
+    .unwrap();
+    assert!(
+        baken(&data)
+            .args(["list", "create", "p"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let o = baken(&data)
+        .args(["list", "import", "p", "--format", "csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for cmd in ["match", "scan"] {
+        let o = baken(&data).arg(cmd).arg(&known).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cmd}: a match");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("\"phash\"") && text.contains("p-1"),
+            "{cmd}: {text}"
+        );
+    }
+}

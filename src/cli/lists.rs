@@ -1,6 +1,6 @@
 //! `baken list …` and `baken match`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -316,6 +316,27 @@ struct MatchLine<'a> {
     report: Option<serde_json::Value>,
 }
 
+/// What to compute for matching against the store's lists: PDQ and the exact hashes always (a
+/// report carries them, and decoding with PDQ is what tells a corrupt file from an image), the
+/// other perceptual hashes only when some list holds that type: pHash and its kin resize the
+/// whole image and cost several times PDQ on large photos.
+pub fn algorithms_for(store: &Store) -> anyhow::Result<Vec<hashing::Algorithm>> {
+    use hashing::Algorithm;
+    let mut types = BTreeSet::new();
+    for l in store.lists()? {
+        types.extend(l.hash_types.iter().map(|t| t.as_str().to_string()));
+    }
+    Ok(Algorithm::ALL
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Algorithm::Pdq | Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256
+            ) || types.contains(a.name())
+        })
+        .collect())
+}
+
 /// Query hashes for a hashed file: PDQ with its 8 dihedrals and quality, the rest as is.
 pub fn query_from(out: &hashing::HashOutput) -> Vec<QueryHash> {
     let mut q = Vec::new();
@@ -379,9 +400,10 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
         );
     }
     let mut scans = crate::reports::ScanCounts::default();
+    let algorithms = algorithms_for(&store)?;
     let matcher = Matcher::open(store, config)?;
     let hasher = Hasher::new(HashOptions {
-        algorithms: hashing::Algorithm::ALL.to_vec(),
+        algorithms,
         pdq_mode: args.pdq_mode,
         ..HashOptions::default()
     });

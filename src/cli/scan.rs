@@ -356,13 +356,14 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
-    let (mut backend, reporting) = match &args.server {
+    let (mut backend, reporting, algorithms) = match &args.server {
         None => {
             let store = Arc::new(open_store(data)?);
             for l in &args.lists {
                 store.list(l)?;
             }
             let reporting = args.report.setup(data, store.clone())?;
+            let algorithms = super::lists::algorithms_for(&store)?;
             let matcher = Matcher::open(
                 store,
                 MatchConfig {
@@ -372,7 +373,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     ..MatchConfig::default()
                 },
             )?;
-            (Backend::Local(matcher), reporting)
+            (Backend::Local(matcher), reporting, algorithms)
         }
         Some(addr) => {
             if args.report.report {
@@ -394,12 +395,14 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     token: args.token.clone(),
                 },
                 None,
+                // The server's lists are not visible from here: compute every type.
+                hashing::Algorithm::ALL.to_vec(),
             )
         }
     };
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let hasher = Hasher::new(HashOptions {
-        algorithms: hashing::Algorithm::ALL.to_vec(),
+        algorithms,
         pdq_mode: args.pdq_mode,
         ..HashOptions::default()
     });
