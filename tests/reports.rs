@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{contains, files_under};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -1050,23 +1052,6 @@ fn ncmec_xml_carries_the_right_hashes_and_classifications() {
     // Draft exports are separate; the non-draft export was counted for the recipient.
     let st = stats::compute(&p.rs, "2025-03-01", "2025-03-01").unwrap();
     assert_eq!(st.recipients.exported.get("NCMEC"), Some(&1));
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// 64-byte windows from the start, middle and end.

@@ -82,20 +82,49 @@ pub struct MatchArgs {
     /// Match only these lists (repeatable; negative lists always apply).
     #[arg(long = "list")]
     lists: Vec<String>,
-    #[arg(long, default_value = "full")]
-    pdq_mode: PdqMode,
-    /// PDQ hashes under this quality are not matched.
-    #[arg(long, default_value_t = 50)]
-    quality_floor: u8,
-    /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
-    #[arg(long = "threshold", value_parser = parse_threshold)]
-    thresholds: Vec<(HashType, u32)>,
-    /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
-    #[arg(long, default_value = "auto")]
-    index: IndexKind,
+    #[command(flatten)]
+    matching: MatchingArgs,
     #[command(flatten)]
     report: super::reports::MatchReportArgs,
     files: Vec<PathBuf>,
+}
+
+/// How files are hashed and matched: shared by `match` and `scan`.
+#[derive(Args)]
+pub struct MatchingArgs {
+    #[arg(long, default_value = "full")]
+    pub pdq_mode: PdqMode,
+    /// PDQ hashes under this quality are not matched.
+    #[arg(long, default_value_t = 50)]
+    pub quality_floor: u8,
+    /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
+    #[arg(long = "threshold", value_parser = parse_threshold)]
+    pub thresholds: Vec<(HashType, u32)>,
+    /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
+    #[arg(long, default_value = "auto")]
+    pub index: IndexKind,
+}
+
+impl Default for MatchingArgs {
+    fn default() -> Self {
+        MatchingArgs {
+            pdq_mode: PdqMode::Full,
+            quality_floor: 50,
+            thresholds: Vec::new(),
+            index: IndexKind::Auto,
+        }
+    }
+}
+
+impl MatchingArgs {
+    pub fn config(&self) -> MatchConfig {
+        MatchConfig {
+            thresholds: self.thresholds.iter().cloned().collect(),
+            pdq_quality_floor: self.quality_floor,
+            index: self.index,
+            ..MatchConfig::default()
+        }
+    }
 }
 
 impl MatchArgs {
@@ -103,17 +132,14 @@ impl MatchArgs {
     pub fn for_files(files: Vec<PathBuf>) -> Self {
         MatchArgs {
             lists: Vec::new(),
-            pdq_mode: PdqMode::Full,
-            quality_floor: 50,
-            thresholds: Vec::new(),
-            index: IndexKind::Auto,
+            matching: MatchingArgs::default(),
             report: Default::default(),
             files,
         }
     }
 }
 
-pub(crate) fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
+fn parse_threshold(s: &str) -> Result<(HashType, u32), String> {
     let (t, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected TYPE=N, got {s:?}"))?;
@@ -383,12 +409,7 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
     for l in &args.lists {
         store.list(l)?;
     }
-    let config = MatchConfig {
-        thresholds: args.thresholds.into_iter().collect(),
-        pdq_quality_floor: args.quality_floor,
-        index: args.index,
-        ..MatchConfig::default()
-    };
+    let config = args.matching.config();
     let reporting = args.report.setup(data, store.clone())?;
     if reporting
         .as_ref()
@@ -404,7 +425,7 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
     let matcher = Matcher::open(store, config)?;
     let hasher = Hasher::new(HashOptions {
         algorithms,
-        pdq_mode: args.pdq_mode,
+        pdq_mode: args.matching.pdq_mode,
         ..HashOptions::default()
     });
     let limit = hasher.options().limits.max_input_bytes;

@@ -17,14 +17,13 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::hashing::{self, HashOptions, Hasher, PdqMode};
-use crate::index::{IndexKind, MatchConfig, Matcher};
+use crate::hashing::{self, HashOptions, Hasher};
+use crate::index::Matcher;
 use crate::scan::{ScanItem, ScanOptions};
 use crate::service::pb;
 use crate::service::pb::scan_service_client::ScanServiceClient;
-use crate::store::HashType;
 
-use super::lists::{open_store, parse_threshold, query_from};
+use super::lists::{open_store, query_from};
 
 /// Set by the Ctrl-C handler; the pipeline finishes the chunk in hand and stops.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -50,17 +49,8 @@ pub struct ScanArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, default_value_t = 10.0)]
     progress_interval: f64,
-    #[arg(long, default_value = "full")]
-    pdq_mode: PdqMode,
-    /// PDQ hashes under this quality are not matched.
-    #[arg(long, default_value_t = 50)]
-    quality_floor: u8,
-    /// Default threshold for a type, e.g. `--threshold pdq=25` (repeatable).
-    #[arg(long = "threshold", value_parser = parse_threshold)]
-    thresholds: Vec<(HashType, u32)>,
-    /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
-    #[arg(long, default_value = "auto")]
-    index: IndexKind,
+    #[command(flatten)]
+    matching: super::lists::MatchingArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -364,15 +354,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             }
             let reporting = args.report.setup(data, store.clone())?;
             let algorithms = super::lists::algorithms_for(&store)?;
-            let matcher = Matcher::open(
-                store,
-                MatchConfig {
-                    thresholds: args.thresholds.iter().cloned().collect(),
-                    pdq_quality_floor: args.quality_floor,
-                    index: args.index,
-                    ..MatchConfig::default()
-                },
-            )?;
+            let matcher = Matcher::open(store, args.matching.config())?;
             (Backend::Local(matcher), reporting, algorithms)
         }
         Some(addr) => {
@@ -403,7 +385,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let hasher = Hasher::new(HashOptions {
         algorithms,
-        pdq_mode: args.pdq_mode,
+        pdq_mode: args.matching.pdq_mode,
         ..HashOptions::default()
     });
     let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
