@@ -389,22 +389,7 @@ mod tests {
                     .map(|v| super::super::pack(v, words))
                     .collect();
                 let radius = [0u32, 1, 7, 15, 31, 40, 70][round % 7].min(bytes as u32 * 8);
-                let mut want = Vec::new();
-                for (i, e) in entries.iter().enumerate() {
-                    let ds: Vec<u32> = variants
-                        .iter()
-                        .map(|v| e.iter().zip(v).map(|(a, b)| (a ^ b).count_ones()).sum())
-                        .collect();
-                    let d = *ds.iter().min().unwrap();
-                    if d <= radius {
-                        let variant = ds.iter().position(|&x| x == d).unwrap();
-                        want.push(Hit {
-                            index: i,
-                            distance: d,
-                            variant,
-                        });
-                    }
-                }
+                let want = super::super::scan::tests::brute_force(&entries, &variants, radius);
                 assert_eq!(idx.search(&packed, radius), want, "{bytes} bytes r{radius}");
                 assert_eq!(idx.scan_rows(&packed, radius), want);
                 for h in &want {

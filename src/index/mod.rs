@@ -776,19 +776,7 @@ impl Matcher {
         for l in lists.values() {
             m.keep_snapshot(l);
         }
-        if let Ok(all) = std::fs::read_dir(snapshot_dir(&m.store)) {
-            // Snapshots of lists that no longer exist.
-            for e in all.flatten() {
-                let name = e.file_name();
-                let id = name
-                    .to_string_lossy()
-                    .strip_prefix("list-")
-                    .and_then(|r| r.split('-').next()?.parse::<u32>().ok());
-                if id.is_some_and(|id| !lists.contains_key(&id)) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        snapshot::remove_dead(&snapshot_dir(&m.store), |id| lists.contains_key(&id));
         Ok(m)
     }
 

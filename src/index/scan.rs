@@ -180,8 +180,30 @@ unsafe fn scan_avx512(table: &BitTable, queries: &[Vec<u64>], radius: u32) -> Ve
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The oracle: every entry within `radius` of any variant, with its smallest distance and
+    /// the first variant at that distance, by brute force over the bytes.
+    pub(crate) fn brute_force(entries: &[Vec<u8>], variants: &[Vec<u8>], radius: u32) -> Vec<Hit> {
+        let mut want = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let ds: Vec<u32> = variants
+                .iter()
+                .map(|v| e.iter().zip(v).map(|(a, b)| (a ^ b).count_ones()).sum())
+                .collect();
+            let d = *ds.iter().min().unwrap();
+            if d <= radius {
+                let variant = ds.iter().position(|&x| x == d).unwrap();
+                want.push(Hit {
+                    index: i,
+                    distance: d,
+                    variant,
+                });
+            }
+        }
+        want
+    }
 
     #[test]
     fn every_path_agrees_with_brute_force() {
@@ -213,22 +235,7 @@ mod tests {
                     .map(|v| super::super::pack(v, t.words))
                     .collect();
                 let radius = (bytes * 8 / 8) as u32;
-                let mut want = Vec::new();
-                for (i, e) in entries.iter().enumerate() {
-                    let ds: Vec<u32> = variants
-                        .iter()
-                        .map(|v| e.iter().zip(v).map(|(a, b)| (a ^ b).count_ones()).sum())
-                        .collect();
-                    let d = *ds.iter().min().unwrap();
-                    if d <= radius {
-                        let variant = ds.iter().position(|&x| x == d).unwrap();
-                        want.push(Hit {
-                            index: i,
-                            distance: d,
-                            variant,
-                        });
-                    }
-                }
+                let want = brute_force(&entries, &variants, radius);
                 assert_eq!(scan_portable(&t, &packed, radius), want);
                 assert_eq!(hamming_scan(&t, &packed, radius), want, "{}", kernel_name());
                 for h in &want {

@@ -115,24 +115,35 @@ pub fn write(dir: &Path, list: &ListIndex) -> Result<PathBuf, SnapshotError> {
     Ok(path)
 }
 
+/// The snapshot files in `dir`: (list id, version — `None` for a temporary or stray file, path).
+fn files(dir: &Path) -> Vec<(u32, Option<u64>, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (id, rest) = name.to_str()?.strip_prefix("list-")?.split_once("-v")?;
+            let version = rest.strip_suffix(".idx").and_then(|v| v.parse().ok());
+            Some((id.parse().ok()?, version, e.path()))
+        })
+        .collect()
+}
+
 /// Remove list `id`'s snapshots other than `keep` (and stray temporary files).
 pub fn remove_others(dir: &Path, id: u32, keep: Option<u64>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!("list-{id}-v");
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let version = rest
-            .strip_suffix(".idx")
-            .and_then(|v| v.parse::<u64>().ok());
-        if version.is_none() || version != keep {
-            let _ = std::fs::remove_file(e.path());
-        }
+    for (_, _, path) in files(dir)
+        .into_iter()
+        .filter(|(i, v, _)| *i == id && (v.is_none() || *v != keep))
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Remove the snapshots of lists for which `live` says no (lists that no longer exist).
+pub fn remove_dead(dir: &Path, live: impl Fn(u32) -> bool) {
+    for (_, _, path) in files(dir).into_iter().filter(|(id, _, _)| !live(*id)) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -177,20 +188,11 @@ impl<'a> Cursor<'a> {
 
 /// The newest snapshot of list `meta` made at or before its committed version, if any.
 pub fn newest(dir: &Path, meta: &ListMeta) -> Option<(u64, PathBuf)> {
-    let prefix = format!("list-{}-v", meta.id);
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let v = name
-                .to_string_lossy()
-                .strip_prefix(&prefix)?
-                .strip_suffix(".idx")?
-                .parse::<u64>()
-                .ok()?;
-            (v <= meta.version).then(|| (v, e.path()))
-        })
+    files(dir)
+        .into_iter()
+        .filter_map(|(id, v, path)| Some((id, v?, path)))
+        .filter(|(id, v, _)| *id == meta.id && *v <= meta.version)
+        .map(|(_, v, path)| (v, path))
         .max_by_key(|(v, _)| *v)
 }
 
