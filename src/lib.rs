@@ -3,6 +3,7 @@ pub mod decode;
 pub mod error;
 pub mod hashing;
 pub mod index;
+pub mod replication;
 pub mod reports;
 pub mod scan;
 pub mod service;

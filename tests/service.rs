@@ -897,11 +897,12 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_closes_the_store() {
 
 // ------------------------------------------------------------------ authorisation
 
-const TOKENS: [(&str, &str); 4] = [
+const TOKENS: [(&str, &str); 5] = [
     ("scanner", "tok-scanner"),
     ("reviewer", "tok-reviewer"),
     ("list_admin", "tok-admin"),
     ("auditor", "tok-auditor"),
+    ("replica", "tok-replica"),
 ];
 
 fn write_tokens(dir: &Path) -> std::path::PathBuf {
@@ -922,6 +923,7 @@ async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code 
     let mut scan = ScanServiceClient::new(ch.clone());
     let mut lists = ListServiceClient::new(ch.clone());
     let mut reports = ReportServiceClient::new(ch.clone());
+    let mut repl = pb::replication_service_client::ReplicationServiceClient::new(ch.clone());
     let a = |m| authed(m, token);
     fn done<T>(r: Result<tonic::Response<T>, Status>) -> Result<(), Status> {
         r.map(|_| ())
@@ -1123,13 +1125,39 @@ async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code 
                 .get_report_audit(authed(pb::GetReportAuditRequest::default(), token))
                 .await,
         ),
+        "ListVersions" => done(
+            repl.list_versions(authed(pb::ListVersionsRequest {}, token))
+                .await,
+        ),
+        "PullChanges" => done(
+            repl.pull_changes(authed(
+                pb::PullChangesRequest {
+                    list: "m".into(),
+                    from_version: 0,
+                },
+                token,
+            ))
+            .await,
+        ),
+        "SubmitReport" => done(
+            repl.submit_report(authed(pb::SubmitReportRequest::default(), token))
+                .await,
+        ),
+        "SubmitScanCounts" => done(
+            repl.submit_scan_counts(authed(pb::SubmitScanCountsRequest::default(), token))
+                .await,
+        ),
+        "ReplicationStatus" => done(
+            repl.replication_status(authed(pb::ReplicationStatusRequest {}, token))
+                .await,
+        ),
         other => panic!("no call for {other}"),
     };
     r.err().map_or(Code::Ok, |s| s.code())
 }
 
 /// Which roles may call which RPC: the policy, written out independently of the code.
-const MATRIX: [(&str, &[&str]); 20] = [
+const MATRIX: [(&str, &[&str]); 25] = [
     ("HashImage", &["scanner"]),
     ("Scan", &["scanner"]),
     ("MatchHashes", &["scanner"]),
@@ -1150,13 +1178,23 @@ const MATRIX: [(&str, &[&str]); 20] = [
     ("VerifyReports", &["auditor"]),
     ("ReportStatistics", &["auditor"]),
     ("GetReportAudit", &["auditor"]),
+    ("ListVersions", &["replica"]),
+    ("PullChanges", &["replica"]),
+    ("SubmitReport", &["replica"]),
+    ("SubmitScanCounts", &["replica"]),
+    ("ReplicationStatus", &["list_admin", "auditor"]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_against_every_rpc() {
     let tokdir = tempfile::tempdir().unwrap();
     let tokens = write_tokens(tokdir.path());
-    let (running, _dir) = start(|c| c.auth.tokens_file = Some(tokens)).await;
+    // A replication writer, so that the writer's RPCs answer too.
+    let (running, _dir) = start(|c| {
+        c.auth.tokens_file = Some(tokens);
+        c.replication.mode = service::config::ReplicationMode::Writer;
+    })
+    .await;
     let ch = channel(running.addr).await;
     let img = png_bytes(48, 48, 4);
     let mut admin = ListServiceClient::new(ch.clone());
@@ -1183,7 +1221,7 @@ async fn every_role_against_every_rpc() {
                         matches!(code, Code::NotFound | Code::InvalidArgument),
                         "{role} {rpc}: {code:?}"
                     );
-                } else if rpc == "ReviewReport" {
+                } else if matches!(rpc, "ReviewReport" | "SubmitReport") {
                     // No decision given.
                     assert_eq!(code, Code::InvalidArgument, "{role} {rpc}");
                 } else {
@@ -1205,7 +1243,7 @@ async fn every_role_against_every_rpc() {
             "{rpc} with an unknown token"
         );
     }
-    assert_eq!(checked, 80);
+    assert_eq!(checked, MATRIX.len() * TOKENS.len());
 
     // Health and reflection need no credentials.
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());

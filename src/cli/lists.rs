@@ -18,6 +18,15 @@ use crate::store::{HashType, NewList, Store, StoreOptions};
 
 #[derive(Subcommand)]
 pub enum ListCommand {
+    /// Print the list-signing public key of this data directory (a replication writer's),
+    /// generating the key on first use. Replicas are configured with it
+    /// (`[replication] list_public_key`).
+    PublicKey {
+        /// The writer's configured key file (`[replication] list_signing_key`), if not the
+        /// default `<data>/keys/list-signing.key`.
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+    },
     /// Create a list.
     Create {
         name: String,
@@ -180,8 +189,16 @@ pub fn open_store(data: &Path) -> anyhow::Result<Store> {
 }
 
 pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
+    // Needs no store (a running writer holds its lock).
+    if let ListCommand::PublicKey { key } = &cmd {
+        let signer = crate::replication::load_or_generate_key(data, key.as_deref())?;
+        print!("{}", signer.public().to_pem());
+        eprintln!("key id {}", signer.public().key_id());
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(data)?;
     match cmd {
+        ListCommand::PublicKey { .. } => {}
         ListCommand::Create {
             name,
             source,

@@ -100,7 +100,12 @@ pub fn run_serve(args: ServeArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
     }
     config.validate()?;
     let store = service::open_store(&config)?;
-    if config.demo_list && store.list("demo").is_err() {
+    let replica = config.replication.mode == service::config::ReplicationMode::Replica;
+    if replica && config.demo_list {
+        // A replica's lists are the writer's; a demo list of its own would diverge from it.
+        tracing::info!("replica: no demo list here (lists come from the writer)");
+    }
+    if config.demo_list && !replica && store.list("demo").is_err() {
         let files = super::demo::write_demo_images(&config.demo_images)?;
         let report = super::demo::build_demo_list(&store, &files, actor)?;
         eprintln!(
@@ -114,7 +119,17 @@ pub fn run_serve(args: ServeArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
         .enable_all()
         .thread_name("baken-rt")
         .build()?;
-    let (reports, _purger) = if config.reports.enabled {
+    let (reports, _purger) = if config.reports.enabled && replica {
+        // Reports of matches found here are created in the writer's ledger.
+        let client = rt.block_on(async { service::replication::writer_client(&config) })?;
+        let backend: Arc<dyn service::ReportBackend> =
+            Arc::new(service::replication::ForwardingBackend::new(
+                client,
+                rt.handle().clone(),
+                config.replication.upstream.clone(),
+            ));
+        (Some(backend), None)
+    } else if config.reports.enabled {
         let r = &config.reports;
         let signer = match &r.signing_key {
             Some(p) => crate::reports::sign::Signer::load(p)

@@ -22,14 +22,17 @@ pub enum Role {
     ListAdmin,
     /// Read reports, statistics and the audit logs.
     Auditor,
+    /// A replica server following this writer: pull list changes, submit reports and counts.
+    Replica,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Scanner,
         Role::Reviewer,
         Role::ListAdmin,
         Role::Auditor,
+        Role::Replica,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::ListAdmin => "list_admin",
             Role::Auditor => "auditor",
+            Role::Replica => "replica",
         }
     }
 }
@@ -48,7 +52,7 @@ impl Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}: use scanner, reviewer, list_admin or auditor")
+                format!("unknown role {s:?}: use scanner, reviewer, list_admin, auditor or replica")
             })
     }
 }
@@ -83,10 +87,15 @@ pub enum Rpc {
     VerifyReports,
     ReportStatistics,
     GetReportAudit,
+    ListVersions,
+    PullChanges,
+    SubmitReport,
+    SubmitScanCounts,
+    ReplicationStatus,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 20] = [
+    pub const ALL: [Rpc; 25] = [
         Rpc::HashImage,
         Rpc::Scan,
         Rpc::MatchHashes,
@@ -107,6 +116,11 @@ impl Rpc {
         Rpc::VerifyReports,
         Rpc::ReportStatistics,
         Rpc::GetReportAudit,
+        Rpc::ListVersions,
+        Rpc::PullChanges,
+        Rpc::SubmitReport,
+        Rpc::SubmitScanCounts,
+        Rpc::ReplicationStatus,
     ];
 
     /// The roles allowed to call this RPC (any one suffices).
@@ -127,6 +141,10 @@ impl Rpc {
             Rpc::GetReport | Rpc::ListReports | Rpc::ExportReport => &[Reviewer, Auditor],
             Rpc::ReviewReport => &[Reviewer],
             Rpc::VerifyReports | Rpc::ReportStatistics | Rpc::GetReportAudit => &[Auditor],
+            Rpc::ListVersions | Rpc::PullChanges | Rpc::SubmitReport | Rpc::SubmitScanCounts => {
+                &[Replica]
+            }
+            Rpc::ReplicationStatus => &[ListAdmin, Auditor],
         }
     }
 
@@ -152,6 +170,11 @@ impl Rpc {
             Rpc::VerifyReports => "VerifyReports",
             Rpc::ReportStatistics => "ReportStatistics",
             Rpc::GetReportAudit => "GetReportAudit",
+            Rpc::ListVersions => "ListVersions",
+            Rpc::PullChanges => "PullChanges",
+            Rpc::SubmitReport => "SubmitReport",
+            Rpc::SubmitScanCounts => "SubmitScanCounts",
+            Rpc::ReplicationStatus => "ReplicationStatus",
         }
     }
 }

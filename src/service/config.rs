@@ -44,6 +44,65 @@ pub struct ServiceConfig {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub reports: ReportsConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// A server's part in list replication.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Lists change here; nobody follows (default).
+    #[default]
+    Standalone,
+    /// Lists change here; replicas pull them (ReplicationService) and send reports here.
+    Writer,
+    /// Lists come from `upstream` only; list changes are refused; reports go to the writer.
+    Replica,
+}
+
+impl ReplicationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Standalone => "standalone",
+            ReplicationMode::Writer => "writer",
+            ReplicationMode::Replica => "replica",
+        }
+    }
+}
+
+/// `[replication]`: one writer owns list changes; replicas follow it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    pub mode: ReplicationMode,
+    /// Writer: the Ed25519 key that signs pulls. Default `<data>/keys/list-signing.key`,
+    /// generated on first start (`baken list public-key` prints its public half).
+    pub list_signing_key: Option<PathBuf>,
+    /// Replica: the writer's gRPC address, `http://host:port` or `https://host:port`.
+    pub upstream: String,
+    /// Replica: file holding a bearer token with the `replica` role on the writer.
+    pub upstream_token_file: Option<PathBuf>,
+    /// Replica: PEM CA bundle the writer's certificate chains to (with `https://`).
+    pub upstream_ca: Option<PathBuf>,
+    /// Replica: the writer's list-signing public key (PEM or hex). Pulls not signed by it are
+    /// rejected. Required: it is what makes a replica trust what it serves.
+    pub list_public_key: Option<PathBuf>,
+    /// Replica: how often to ask the writer for new list versions, ms. Default 2000.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            mode: ReplicationMode::Standalone,
+            list_signing_key: None,
+            upstream: String::new(),
+            upstream_token_file: None,
+            upstream_ca: None,
+            list_public_key: None,
+            poll_interval_ms: 2000,
+        }
+    }
 }
 
 /// Reports: who the provider is and what the duties around reports are. The provider's fields
@@ -185,6 +244,7 @@ impl Default for ServiceConfig {
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
             reports: ReportsConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -221,7 +281,7 @@ impl Default for MetricsConfig {
 }
 
 /// The environment variables [`ServiceConfig::apply_env`] reads, with what they set.
-pub const ENV_VARS: [(&str, &str); 13] = [
+pub const ENV_VARS: [(&str, &str); 15] = [
     ("BAKEN_LISTEN", "listen"),
     ("BAKEN_DATA", "data"),
     ("BAKEN_DEMO_LIST", "demo_list (on/off)"),
@@ -235,6 +295,11 @@ pub const ENV_VARS: [(&str, &str); 13] = [
     ("BAKEN_TLS_KEY", "tls.key"),
     ("BAKEN_TLS_CLIENT_CA", "tls.client_ca"),
     ("BAKEN_MAX_IMAGE_BYTES", "limits.max_image_bytes"),
+    (
+        "BAKEN_REPLICATION_MODE",
+        "replication.mode (standalone, writer, replica)",
+    ),
+    ("BAKEN_UPSTREAM", "replication.upstream"),
 ];
 
 fn on_off(var: &str, v: &str) -> Result<bool, ServeError> {
@@ -291,6 +356,19 @@ impl ServiceConfig {
                     }
                 }
                 "BAKEN_MAX_IMAGE_BYTES" => self.limits.max_image_bytes = number(var, &v)?,
+                "BAKEN_REPLICATION_MODE" => {
+                    self.replication.mode = match v.trim() {
+                        "standalone" => ReplicationMode::Standalone,
+                        "writer" => ReplicationMode::Writer,
+                        "replica" => ReplicationMode::Replica,
+                        _ => {
+                            return Err(ServeError::Config(format!(
+                                "{var}={v:?}: use standalone, writer or replica"
+                            )));
+                        }
+                    }
+                }
+                "BAKEN_UPSTREAM" => self.replication.upstream = v,
                 _ => {}
             }
         }
@@ -360,7 +438,9 @@ impl ServiceConfig {
             )));
         }
         self.scan_hash_algorithms()?;
-        if self.reports.enabled {
+        self.validate_replication()?;
+        // A replica's reports are made on the writer, with the writer's provider identity.
+        if self.reports.enabled && self.replication.mode != ReplicationMode::Replica {
             if !addr.ip().is_loopback() && self.reports.provider == UNCONFIGURED_PROVIDER {
                 return Err(ServeError::Config(format!(
                     "listening on {addr} with reports on needs the provider's identity: set [reports] provider, contact_email, legal_basis, recipient (see deploy/baken.toml), or reports.enabled = false"
@@ -373,6 +453,36 @@ impl ServiceConfig {
             }
             super::report_store::report_config(&self.reports)
                 .map_err(|e| ServeError::Config(format!("reports.retention: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_replication(&self) -> Result<(), ServeError> {
+        let r = &self.replication;
+        if r.mode != ReplicationMode::Replica {
+            return Ok(());
+        }
+        let scheme_ok = r.upstream.starts_with("http://") || r.upstream.starts_with("https://");
+        if !scheme_ok {
+            return Err(ServeError::Config(format!(
+                "replication.upstream = {:?}: a replica needs the writer's address, e.g. http://baken-writer:50051",
+                r.upstream
+            )));
+        }
+        if r.list_public_key.is_none() {
+            return Err(ServeError::Config(
+                "replication.list_public_key is required on a replica: the writer's list-signing public key (`baken list public-key` on the writer)".into(),
+            ));
+        }
+        if r.upstream.starts_with("https://") && r.upstream_ca.is_none() {
+            return Err(ServeError::Config(
+                "replication.upstream is https: set replication.upstream_ca to the CA bundle of the writer's certificate".into(),
+            ));
+        }
+        if r.poll_interval_ms == 0 {
+            return Err(ServeError::Config(
+                "replication.poll_interval_ms must be positive".into(),
+            ));
         }
         Ok(())
     }

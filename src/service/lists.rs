@@ -39,6 +39,7 @@ impl ListSvc {
         let t0 = Instant::now();
         let r = async {
             let who = self.state.auth.check(&req, rpc)?;
+            self.state.check_writable(rpc)?;
             let q = req.into_inner();
             let st = self.state.clone();
             self.state.blocking(move || f(&st, q, &who.name)).await
@@ -322,6 +323,7 @@ impl pb::list_service_server::ListService for ListSvc {
         let r = async {
             let st = self.state.clone();
             let who = st.auth.check(&req, Rpc::ImportList)?;
+            st.check_writable(Rpc::ImportList)?;
             let mut inbound = req.into_inner();
             let header = match inbound.message().await?.and_then(|m| m.part) {
                 Some(pb::import_list_request::Part::Header(h)) => h,

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub shed: Family<RpcLabel, Counter>,
     pub in_flight: Gauge,
     pub list_entries: Family<ListLabel, Gauge>,
+    pub list_version: Family<ListLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +84,7 @@ impl Metrics {
         let shed = Family::<RpcLabel, Counter>::default();
         let in_flight = Gauge::default();
         let list_entries = Family::<ListLabel, Gauge>::default();
+        let list_version = Family::<ListLabel, Gauge>::default();
         registry.register(
             "requests",
             "RPCs answered, by RPC and gRPC status code",
@@ -119,6 +121,11 @@ impl Metrics {
             "Live entries per list in the matching index",
             list_entries.clone(),
         );
+        registry.register(
+            "list_version",
+            "Version of each list the matching index serves (on a replica: the writer's number)",
+            list_version.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -129,6 +136,7 @@ impl Metrics {
             shed,
             in_flight,
             list_entries,
+            list_version,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod lists;
 pub mod metrics;
 pub mod pb;
+pub mod replication;
 pub mod report_store;
 pub mod reports;
 pub mod scan;
@@ -128,6 +129,7 @@ pub struct State {
     pub tally: reports::ScanTally,
     /// Concurrent items per ScanStream (and its read-ahead).
     pub stream_concurrency: usize,
+    pub replication: replication::Replication,
     hashers: Mutex<HashMap<HasherKey, Arc<Hasher>>>,
     _refresher: crate::index::Refresher,
 }
@@ -148,6 +150,26 @@ impl State {
                 }))
             })
             .clone()
+    }
+
+    /// Refuse list changes on a replica: its lists come from the writer only.
+    pub fn check_writable(&self, rpc: Rpc) -> Result<(), Status> {
+        let changes = matches!(
+            rpc,
+            Rpc::CreateList | Rpc::ImportList | Rpc::RemoveEntries | Rpc::TombstoneEntries
+        );
+        if changes && self.config.replication.mode == config::ReplicationMode::Replica {
+            return Err(status_with_kind(
+                Code::FailedPrecondition,
+                "replica",
+                format!(
+                    "this server is a replica: lists change only on the writer ({}); send {} there",
+                    self.config.replication.upstream,
+                    rpc.name()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Count an answered RPC (status code, latency, error kind).
@@ -195,6 +217,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     tally_task: tokio::task::JoinHandle<()>,
+    follower: Option<tokio::task::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
 }
 
@@ -245,6 +268,10 @@ impl Running {
         }
         self.tally_task.abort();
         let _ = self.tally_task.await;
+        if let Some(f) = self.follower {
+            f.abort();
+            let _ = f.await;
+        }
         self.state.admission.close();
         // Wait (bounded) for CPU work that outlived its request, then flush the scan tally.
         let t0 = Instant::now();
@@ -280,6 +307,21 @@ pub async fn start(
 ) -> Result<Running, ServeError> {
     config.validate()?;
     let auth = config.build_auth()?;
+    let replication = replication::Replication::new(&config)?;
+    let follow = match config.replication.mode {
+        config::ReplicationMode::Replica => {
+            let key = crate::replication::load_public_key(
+                config
+                    .replication
+                    .list_public_key
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("")),
+            )
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+            Some((replication::writer_client(&config)?, key))
+        }
+        _ => None,
+    };
     if !auth.enabled {
         tracing::warn!(listen = %config.listen, "authorisation is OFF: every caller has every role (local use only)");
     }
@@ -328,6 +370,7 @@ pub async fn start(
         reports,
         tally: reports::ScanTally::default(),
         stream_concurrency,
+        replication,
         hashers: Mutex::new(HashMap::new()),
         _refresher: refresher,
     });
@@ -363,6 +406,12 @@ pub async fn start(
                             list: l.name.clone(),
                         })
                         .set(i64::try_from(l.entries).unwrap_or(i64::MAX));
+                    st.metrics
+                        .list_version
+                        .get_or_create(&metrics::ListLabel {
+                            list: l.name.clone(),
+                        })
+                        .set(i64::try_from(l.version).unwrap_or(i64::MAX));
                 }
             });
             let task = tokio::spawn(metrics::serve_http(
@@ -391,9 +440,21 @@ pub async fn start(
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // "" is readiness: a replica is not ready (nor is its ScanService) until it has caught up
+    // with the writer. "liveness" answers SERVING while the process serves at all.
+    let ready = follow.is_none();
     health
-        .set_serving::<pb::scan_service_server::ScanServiceServer<scan::ScanSvc>>()
+        .set_service_status("liveness", tonic_health::ServingStatus::Serving)
         .await;
+    if ready {
+        health
+            .set_serving::<pb::scan_service_server::ScanServiceServer<scan::ScanSvc>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<pb::scan_service_server::ScanServiceServer<scan::ScanSvc>>()
+            .await;
+    }
     health
         .set_serving::<pb::list_service_server::ListServiceServer<lists::ListSvc>>()
         .await;
@@ -401,7 +462,17 @@ pub async fn start(
         .set_serving::<pb::report_service_server::ReportServiceServer<reports::ReportSvc>>()
         .await;
     health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .set_serving::<pb::replication_service_server::ReplicationServiceServer<replication::ReplicationSvc>>()
+        .await;
+    health
+        .set_service_status(
+            "",
+            if ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            },
+        )
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -429,6 +500,12 @@ pub async fn start(
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
 
+    let replication_svc = pb::replication_service_server::ReplicationServiceServer::new(
+        replication::ReplicationSvc::new(state.clone()),
+    )
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+
     let mut builder = Server::builder()
         // Idle and dead peers are noticed; a slow client cannot hold a connection forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -454,7 +531,17 @@ pub async fn start(
         .add_service(reflection_v1alpha)
         .add_service(scan_svc)
         .add_service(list_svc)
-        .add_service(report_svc);
+        .add_service(report_svc)
+        .add_service(replication_svc);
+    let follower = follow.map(|(client, key)| {
+        tokio::spawn(replication::follow(
+            state.clone(),
+            client,
+            key,
+            health.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let mut rx = stop_rx;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
@@ -480,6 +567,7 @@ pub async fn start(
         server,
         metrics_task,
         tally_task,
+        follower,
         health,
     })
 }

@@ -142,7 +142,15 @@ impl ScanTally {
         if let Some(s) = sink
             && let Err(e) = s.record_scans(counts)
         {
-            tracing::warn!(error = %e.message(), "scan counts not recorded");
+            // Kept for the next flush: a sink that is down for a while (a replica's writer)
+            // must not cost the statistics their volumes.
+            self.matched.fetch_add(counts.matched, Ordering::Relaxed);
+            self.not_matched
+                .fetch_add(counts.not_matched, Ordering::Relaxed);
+            self.suppressed
+                .fetch_add(counts.suppressed, Ordering::Relaxed);
+            self.failed.fetch_add(counts.failed, Ordering::Relaxed);
+            tracing::warn!(error = %e.message(), "scan counts not recorded yet; kept for the next attempt");
         }
     }
 }

@@ -94,7 +94,7 @@ fn image_info(i: &crate::decode::ImageInfo) -> pb::ImageInfo {
     }
 }
 
-fn pb_match(m: &Match) -> pb::Match {
+pub fn pb_match(m: &Match) -> pb::Match {
     pb::Match {
         list: m.list.clone(),
         list_version: m.list_version,

@@ -26,6 +26,7 @@
 pub mod export;
 pub mod hashtype;
 pub mod import;
+mod replica;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -485,7 +486,47 @@ impl Store {
                 });
             }
         }
+        // Records staged for a list that has no record yet (a replica's first pull of it,
+        // interrupted): everything of that list id is uncommitted.
+        for id in self.change_log_list_ids()? {
+            if self.list_by_id(id)?.is_none() {
+                let n = self.rollback_from(id, 0)?;
+                tracing::warn!(
+                    list_id = id,
+                    records = n,
+                    "rolled back an uncommitted first pull of a list"
+                );
+                done.push(Recovered {
+                    list: format!("#{id}"),
+                    version: 0,
+                    records: n,
+                });
+            }
+        }
         Ok(done)
+    }
+
+    /// The list ids the change log holds records of (one seek per list id).
+    fn change_log_list_ids(&self) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHANGES)?);
+        it.seek_to_first();
+        while let Some(k) = it.key() {
+            let Some(id) = k
+                .get(0..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+            else {
+                break;
+            };
+            ids.push(id);
+            match id.checked_add(1) {
+                Some(next) => it.seek(next.to_be_bytes()),
+                None => break,
+            }
+        }
+        it.status()?;
+        Ok(ids)
     }
 
     /// Delete every staged record (and its change-log record) of `list` at versions
@@ -638,6 +679,13 @@ impl Store {
     /// progress sort before the seek target (higher version = smaller inverted suffix), so the
     /// seek never walks over them, and the upper bound stops it at the entry's last key.
     pub fn entry_at(&self, prefix: &[u8], version: u64) -> Result<Option<EntryRecord>> {
+        self.raw_entry_at(prefix, version)?
+            .map(|v| decode_record(prefix, &v))
+            .transpose()
+    }
+
+    /// [`Store::entry_at`]'s stored value (deleted flag + record), undecoded.
+    fn raw_entry_at(&self, prefix: &[u8], version: u64) -> Result<Option<Vec<u8>>> {
         let mut upper = prefix.to_vec();
         upper.extend_from_slice(&[0xFF; 9]);
         let mut ro = rocksdb::ReadOptions::default();
@@ -648,7 +696,7 @@ impl Store {
             && k.len() == prefix.len() + 8
             && k.starts_with(prefix)
         {
-            return Ok(Some(decode_record(prefix, v)?));
+            return Ok(Some(v.to_vec()));
         }
         it.status()?;
         Ok(None)
@@ -658,10 +706,23 @@ impl Store {
     pub fn begin(&self, list: &str, actor: &str, action: &str) -> Result<Change<'_>> {
         let guard = self.lock();
         let meta = self.list(list)?;
-        Ok(Change {
+        let version = meta.version + 1;
+        Ok(self.change(guard, meta, version, actor, action))
+    }
+
+    /// A change of `meta`'s list staging at `version`, holding the writer lock.
+    fn change<'a>(
+        &'a self,
+        guard: std::sync::MutexGuard<'a, ()>,
+        meta: ListMeta,
+        version: u64,
+        actor: &str,
+        action: &str,
+    ) -> Change<'a> {
+        Change {
             store: self,
             _guard: guard,
-            version: meta.version + 1,
+            version,
             meta,
             actor: actor.to_string(),
             action: action.to_string(),
@@ -678,7 +739,8 @@ impl Store {
             chunk_changes: Vec::new(),
             types: BTreeSet::new(),
             committed: false,
-        })
+            replicated: None,
+        }
     }
 
     /// Every current (committed) record of a list, tombstones included, in key order.
@@ -843,6 +905,9 @@ pub struct Change<'a> {
     unlogged: bool,
     types: BTreeSet<HashType>,
     committed: bool,
+    /// A replica applying a writer's pull: the writer's list metadata at `version`, which the
+    /// commit stores as is.
+    replicated: Option<ListMeta>,
 }
 
 impl Change<'_> {
@@ -1131,7 +1196,10 @@ impl Change<'_> {
         let changed = c.added + c.updated + c.tombstoned > 0;
         let mut meta = self.meta.clone();
         let from = meta.version;
-        if changed {
+        let replicated = self.replicated.is_some();
+        if let Some(writer) = self.replicated.take() {
+            meta = writer;
+        } else if changed {
             meta.version = self.version;
             meta.updated = now_rfc3339();
             meta.hash_types.extend(self.types.iter().cloned());
@@ -1140,6 +1208,14 @@ impl Change<'_> {
         }
         let mut batch = WriteBatch::default();
         self.store.put_list(&mut batch, &meta)?;
+        if replicated {
+            // A list new to a replica gets its name here, with its first verified version.
+            batch.put_cf(
+                self.store.cf(CF_NAMES)?,
+                meta.name.as_bytes(),
+                meta.id.to_be_bytes(),
+            );
+        }
         let audit = self.store.put_audit(
             &mut batch,
             AuditRecord {
