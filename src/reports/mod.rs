@@ -31,7 +31,7 @@ use crate::index::Match;
 use crate::store::StoreError;
 
 pub use sign::{PublicKey, Signer};
-pub use store::{KeyEpoch, KeyRotation, ReportStore, ScanCounts, VerifyOutcome};
+pub use store::{DataDirRotation, KeyEpoch, KeyRotation, ReportStore, ScanCounts, VerifyOutcome};
 
 /// The schema identifier written into every report body (and the JSON Schema's `$id` tail).
 pub const SCHEMA_ID: &str = "baken.report/v1";

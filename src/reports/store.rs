@@ -269,6 +269,17 @@ pub struct KeyRotation {
     pub new_key_id: String,
 }
 
+/// A rotation of the data directory's own key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDirRotation {
+    #[serde(flatten)]
+    pub rotation: KeyRotation,
+    /// Where the active key now is.
+    pub key_file: std::path::PathBuf,
+    /// Where the retired private key was kept, if asked.
+    pub retired_key_file: Option<std::path::PathBuf>,
+}
+
 /// A key-rotation entry's claims, as read (not yet verified).
 struct RotationClaim {
     old: Option<PublicKey>,
@@ -587,6 +598,65 @@ impl ReportStore {
             at,
             old_key_id: old_id,
             new_key_id: new_id,
+        })
+    }
+
+    /// [`ReportStore::rotate_key`] for the data directory's own key file
+    /// (`<data>/keys/report-signing.key`), which must be the current signer. The new key is
+    /// written next to it first ([`Signer::next_path`], 0600, synced), then the rotation entry
+    /// is appended, then the new key replaces the old file in one rename. The retired private
+    /// key is kept as [`Signer::retired_path`] when `keep_old`, otherwise it is gone with the
+    /// rename: verification needs only public keys, and the ledger holds them. A crash between
+    /// the entry and the rename is finished by the next [`ReportStore::new`].
+    pub fn rotate_data_dir_key(
+        &self,
+        new: Signer,
+        keep_old: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<DataDirRotation> {
+        let dir = self.store.dir().to_path_buf();
+        let default = Signer::default_path(&dir);
+        let current = self.public_key().ok_or(ReportError::NoSigningKey)?;
+        if !Signer::load(&default).is_ok_and(|d| d.public() == current) {
+            return Err(ReportError::Invalid(format!(
+                "the current signing key is not {}; a key supplied from elsewhere is rotated by naming the new key (and then configuring it)",
+                default.display()
+            )));
+        }
+        let next = Signer::next_path(&dir);
+        // A leftover from an attempt that never reached the ledger (the current key is still
+        // the active one, checked when this store was opened).
+        if next.exists() {
+            std::fs::remove_file(&next)?;
+        }
+        new.save(&next)?;
+        let rotation = match self.rotate_key(new, actor, now) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&next);
+                return Err(e);
+            }
+        };
+        let retired = if keep_old {
+            let p = Signer::retired_path(&dir, &rotation.old_key_id);
+            match std::fs::hard_link(&default, &p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            Some(p)
+        } else {
+            None
+        };
+        std::fs::rename(&next, &default)?;
+        if let Ok(d) = std::fs::File::open(default.parent().unwrap_or(&dir)) {
+            let _ = d.sync_all();
+        }
+        Ok(DataDirRotation {
+            rotation,
+            key_file: default,
+            retired_key_file: retired,
         })
     }
 

@@ -22,14 +22,17 @@ pub enum Role {
     ListAdmin,
     /// Read reports, statistics and the audit logs.
     Auditor,
+    /// Operations: online backups (AdminService). Grants nothing else.
+    Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Scanner,
         Role::Reviewer,
         Role::ListAdmin,
         Role::Auditor,
+        Role::Admin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::ListAdmin => "list_admin",
             Role::Auditor => "auditor",
+            Role::Admin => "admin",
         }
     }
 }
@@ -48,7 +52,7 @@ impl Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}: use scanner, reviewer, list_admin or auditor")
+                format!("unknown role {s:?}: use scanner, reviewer, list_admin, auditor or admin")
             })
     }
 }
@@ -83,10 +87,11 @@ pub enum Rpc {
     VerifyReports,
     ReportStatistics,
     GetReportAudit,
+    Backup,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 20] = [
+    pub const ALL: [Rpc; 21] = [
         Rpc::HashImage,
         Rpc::Scan,
         Rpc::MatchHashes,
@@ -107,6 +112,7 @@ impl Rpc {
         Rpc::VerifyReports,
         Rpc::ReportStatistics,
         Rpc::GetReportAudit,
+        Rpc::Backup,
     ];
 
     /// The roles allowed to call this RPC (any one suffices).
@@ -127,6 +133,8 @@ impl Rpc {
             Rpc::GetReport | Rpc::ListReports | Rpc::ExportReport => &[Reviewer, Auditor],
             Rpc::ReviewReport => &[Reviewer],
             Rpc::VerifyReports | Rpc::ReportStatistics | Rpc::GetReportAudit => &[Auditor],
+            // A backup copies everything, personal data and the signing key included.
+            Rpc::Backup => &[Admin],
         }
     }
 
@@ -152,6 +160,7 @@ impl Rpc {
             Rpc::VerifyReports => "VerifyReports",
             Rpc::ReportStatistics => "ReportStatistics",
             Rpc::GetReportAudit => "GetReportAudit",
+            Rpc::Backup => "Backup",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! [`start`] binds, serves and returns a [`Running`] handle; [`Running::shutdown`] stops
 //! accepting, lets in-flight requests finish (bounded by the drain timeout) and closes the store.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod limits;
@@ -401,6 +402,9 @@ pub async fn start(
         .set_serving::<pb::report_service_server::ReportServiceServer<reports::ReportSvc>>()
         .await;
     health
+        .set_serving::<pb::admin_service_server::AdminServiceServer<admin::AdminSvc>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -454,7 +458,10 @@ pub async fn start(
         .add_service(reflection_v1alpha)
         .add_service(scan_svc)
         .add_service(list_svc)
-        .add_service(report_svc);
+        .add_service(report_svc)
+        .add_service(pb::admin_service_server::AdminServiceServer::new(
+            admin::AdminSvc::new(state.clone()),
+        ));
     let mut rx = stop_rx;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
