@@ -224,7 +224,20 @@ pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<
             | ReportCommand::PurgeExpired
             | ReportCommand::PublicKey { .. }
     );
-    let signer = signer(data, key_file, writes_signed)?;
+    // Reads that sign nothing open without a key: they work whatever key file lies around
+    // (e.g. a data directory whose configured key was rotated elsewhere).
+    let needs_key = writes_signed
+        || matches!(
+            args.command,
+            ReportCommand::Export { .. }
+                | ReportCommand::RotateKey { .. }
+                | ReportCommand::Verify { public_key: None }
+        );
+    let signer = if needs_key {
+        signer(data, key_file, writes_signed)?
+    } else {
+        None
+    };
     let rs = open_reports(data, signer, ReportConfig::default())?;
     match args.command {
         ReportCommand::Ls => {

@@ -40,7 +40,12 @@ const ROTATION_DOMAIN: &[u8] = b"baken-key-rotation-v1\0";
 /// of the entry before), the key it replaces and itself. Signed by the new key, it makes the
 /// new key vouch for its predecessor and for the whole ledger before it, so a verifier who
 /// trusts only the newest key can walk the chain of trust back to the first one.
-pub fn rotation_statement(seq: u64, prev_digest: &[u8; 32], old: &PublicKey, new: &PublicKey) -> Vec<u8> {
+pub fn rotation_statement(
+    seq: u64,
+    prev_digest: &[u8; 32],
+    old: &PublicKey,
+    new: &PublicKey,
+) -> Vec<u8> {
     let mut m = Vec::with_capacity(8 + 32 + 32 + 32);
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(prev_digest);

@@ -486,7 +486,10 @@ impl ReportStore {
     /// `verify` checks the whole chain; an unreadable last entry is left to it.)
     pub fn active_key_id(&self) -> Result<Option<String>> {
         let db = self.store.db();
-        let Some(item) = db.iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::End).next() else {
+        let Some(item) = db
+            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::End)
+            .next()
+        else {
             return Ok(None);
         };
         let (_, v) = item?;
@@ -587,7 +590,10 @@ impl ReportStore {
             actor,
             "report.rotate_key",
             None,
-            Some(format!("key {old_id} retired, key {new_id} active from ledger entry {}", seq + 1)),
+            Some(format!(
+                "key {old_id} retired, key {new_id} active from ledger entry {}",
+                seq + 1
+            )),
         )?;
         tx.commit()?;
         // Still under the writer lock: no entry can be signed by the old key after this.
@@ -1303,12 +1309,7 @@ impl ReportStore {
         // outside the chain verifies nothing but entries it signed itself.
         let claims = self.rotation_claims()?;
         let genesis = match claims.first().and_then(|c| c.old.clone()) {
-            Some(g)
-                if g == *key
-                    || claims.iter().any(|c| c.new.as_ref() == Some(key)) =>
-            {
-                g
-            }
+            Some(g) if g == *key || claims.iter().any(|c| c.new.as_ref() == Some(key)) => g,
             _ => key.clone(),
         };
         let mut active = genesis.clone();
@@ -1748,7 +1749,9 @@ fn check_rotation(
         ));
     }
     if e.old_public_key.as_deref() != Some(active.to_hex().as_str()) {
-        return Err(format!("it does not name the active key {active_id} as the key it retires"));
+        return Err(format!(
+            "it does not name the active key {active_id} as the key it retires"
+        ));
     }
     let new = e
         .new_public_key

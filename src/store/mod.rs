@@ -439,12 +439,8 @@ impl Store {
 
     /// Open a store read-only, as it is: no recovery, no writes (a backup being checked).
     pub fn open_read_only(dir: &Path) -> Result<Store> {
-        let db = DB::open_cf_for_read_only(
-            &Options::default(),
-            dir,
-            Self::column_families(),
-            false,
-        )?;
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), dir, Self::column_families(), false)?;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
