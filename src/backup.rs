@@ -139,13 +139,17 @@ pub fn create(store: &Store, dest: &Path, mode: &str) -> Result<Manifest> {
         }
         Err(e) => return Err(dest_err(&dest, e.to_string())),
     }
+    // Unique per process and call: two backups running at once never share a staging
+    // directory (the second rename then fails on the non-empty destination).
+    static STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut staging_name = std::ffi::OsString::from(".");
     staging_name.push(&name);
-    staging_name.push(format!(".partial-{}", std::process::id()));
+    staging_name.push(format!(
+        ".partial-{}-{}",
+        std::process::id(),
+        STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let staging = parent.join(staging_name);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    }
     let built = assemble(store, &staging, mode);
     let manifest = match built {
         Ok(m) => m,
