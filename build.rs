@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/baken/v1/lists.proto",
         "proto/baken/v1/reports.proto",
         "proto/baken/v1/replication.proto",
+        "proto/baken/v1/admin.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("baken_descriptor.bin"))

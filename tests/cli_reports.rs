@@ -496,3 +496,242 @@ fn a_supplied_signing_key_is_used_and_must_be_private() {
     let empty = dir.path().join("empty");
     assert_eq!(run(&empty, &["report", "verify"]).status.code(), Some(2));
 }
+
+/// A data directory with list `known` and one report (from a match of a generated image).
+/// Returns the data directory and the matching image.
+fn data_with_a_report(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    let (w, h) = (200u32, 150u32);
+    let known = dir.join("known.png");
+    png(&known, &common::generated_image(w, h, 3, 71), w, h);
+    let hk = &json_lines(
+        &ok(&run(
+            &data,
+            &["hash", "--algo", "pdq", known.to_str().unwrap()],
+        ))
+        .stdout,
+    )[0];
+    let csv = dir.join("list.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "hash_type,hash,classification,external_id\npdq,{},A1,case-1\n",
+            hk["pdq"]["hash"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    ok(&run(
+        &data,
+        &["list", "create", "known", "--source", "test"],
+    ));
+    ok(&run(
+        &data,
+        &[
+            "list",
+            "import",
+            "known",
+            "--format",
+            "csv",
+            csv.to_str().unwrap(),
+        ],
+    ));
+    let context = dir.join("context.json");
+    std::fs::write(
+        &context,
+        serde_json::json!({
+            "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
+            "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
+            "recipient": {"organisation": "NCMEC"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let m = run(
+        &data,
+        &[
+            "match",
+            "--report",
+            "--context",
+            context.to_str().unwrap(),
+            known.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        m.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    (data, known)
+}
+
+#[test]
+fn signing_keys_rotate_are_published_and_a_retired_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, known) = data_with_a_report(dir.path());
+    let k1 = ok(&run(&data, &["report", "public-key"])).stdout.clone();
+    let k1_file = dir.path().join("k1.pub");
+    std::fs::write(&k1_file, &k1).unwrap();
+
+    // Rotate twice, the second time keeping the retired key; a report in between.
+    let r1 = &json_lines(&ok(&run(&data, &["report", "rotate-key"])).stdout)[0];
+    assert_eq!(r1["seq"], 2);
+    assert!(r1["retired_key_file"].is_null());
+    let context = dir.path().join("context.json");
+    let m = run(
+        &data,
+        &[
+            "match",
+            "--report",
+            "--context",
+            context.to_str().unwrap(),
+            known.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        m.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let r2 = &json_lines(&ok(&run(&data, &["report", "rotate-key", "--keep-old-key"])).stdout)[0];
+    assert_eq!(r2["seq"], 4);
+    let retired = std::path::PathBuf::from(r2["retired_key_file"].as_str().unwrap());
+    assert_eq!(mode(&retired), 0o600);
+    assert_eq!(mode(&data.join("keys/report-signing.key")), 0o600);
+    assert!(!data.join("keys/report-signing.key.next").exists());
+
+    // The history, for publishing: oldest first, with the entries each key signs.
+    let all = json_lines(&ok(&run(&data, &["report", "public-key", "--all"])).stdout);
+    let epochs: Vec<(Value, Value, Value)> = all
+        .iter()
+        .map(|k| {
+            (
+                k["status"].clone(),
+                k["active_from_seq"].clone(),
+                k["retired_at_seq"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![
+            ("retired".into(), 1.into(), 2.into()),
+            ("retired".into(), 3.into(), 4.into()),
+            ("active".into(), 5.into(), Value::Null),
+        ]
+    );
+    assert_eq!(
+        all[0]["public_key_pem"].as_str().unwrap().as_bytes(),
+        &k1[..]
+    );
+    assert_eq!(all[1]["key_id"], r2["old_key_id"]);
+
+    // Verify: with the active key, and with the first key published before any rotation.
+    let v = &json_lines(&ok(&run(&data, &["report", "verify"])).stdout)[0];
+    assert_eq!(
+        (v["entries"].as_u64(), v["reports"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert_eq!(v["active_key_id"], r2["new_key_id"]);
+    ok(&run(
+        &data,
+        &[
+            "report",
+            "verify",
+            "--public-key",
+            k1_file.to_str().unwrap(),
+        ],
+    ));
+
+    // A retired key is refused, on the command line and by the server, naming the active key.
+    let refused = run(
+        &data,
+        &[
+            "report",
+            "--signing-key",
+            retired.to_str().unwrap(),
+            "review",
+            "1",
+            "--decision",
+            "confirm",
+            "--reviewer",
+            "rev-1",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not the report ledger's active key"), "{err}");
+    assert!(err.contains(r2["new_key_id"].as_str().unwrap()), "{err}");
+    let config = dir.path().join("baken.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata = {:?}\ndemo_list = false\n[metrics]\nlisten = \"off\"\n[reports]\nsigning_key = {:?}\n",
+            data.to_str().unwrap(),
+            retired.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let serve = Command::new(env!("CARGO_BIN_EXE_baken"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("BAKEN_DATA")
+        .env_remove("BAKEN_SIGNING_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(err.contains("not the report ledger's active key"), "{err}");
+
+    // A configured key is rotated by naming the new one; Baken writes no key file then.
+    let external = dir.path().join("current.key");
+    std::fs::copy(data.join("keys/report-signing.key"), &external).unwrap();
+    std::fs::set_permissions(&external, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let needs_new = run(
+        &data,
+        &[
+            "report",
+            "--signing-key",
+            external.to_str().unwrap(),
+            "rotate-key",
+        ],
+    );
+    assert_eq!(needs_new.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&needs_new.stderr).contains("--new-key"));
+    let new_key = dir.path().join("new.key");
+    std::fs::write(&new_key, hex::encode([42u8; 32])).unwrap();
+    std::fs::set_permissions(&new_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r3 = &json_lines(
+        &ok(&run(
+            &data,
+            &[
+                "report",
+                "--signing-key",
+                external.to_str().unwrap(),
+                "rotate-key",
+                "--new-key",
+                new_key.to_str().unwrap(),
+            ],
+        ))
+        .stdout,
+    )[0];
+    assert_eq!(r3["seq"], 5);
+    ok(&run(
+        &data,
+        &[
+            "report",
+            "--signing-key",
+            new_key.to_str().unwrap(),
+            "verify",
+        ],
+    ));
+    ok(&run(
+        &data,
+        &[
+            "report",
+            "verify",
+            "--public-key",
+            k1_file.to_str().unwrap(),
+        ],
+    ));
+}

@@ -1177,3 +1177,318 @@ fn open_keyed(dir: &Path) -> ReportStore {
     )
     .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Key rotation.
+// ---------------------------------------------------------------------------------------------
+
+fn keyed(dir: &Path, signer: Option<Signer>) -> Result<ReportStore, ReportError> {
+    ReportStore::new(
+        Arc::new(Store::open(dir).unwrap()),
+        signer,
+        ReportConfig::default(),
+    )
+}
+
+/// The stored ledger head: (seq, digest).
+fn raw_head(db: &rocksdb::DB) -> (u64, [u8; 32]) {
+    let v = db
+        .get_cf(db.cf_handle("report_meta").unwrap(), b"ledger_head")
+        .unwrap()
+        .unwrap();
+    (
+        u64::from_be_bytes(v[..8].try_into().unwrap()),
+        v[8..].try_into().unwrap(),
+    )
+}
+
+/// Append a forged entry to a closed data directory, as someone with write access to the
+/// files would: `entry` gets seq and prev_digest, is signed by `signer`, chained, and the head
+/// moves on. Returns the entry's seq.
+fn forge(dir: &Path, signer: &Signer, mut entry: Value) -> u64 {
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, &names).unwrap();
+    let (seq, prev) = raw_head(&db);
+    let seq = seq + 1;
+    entry["seq"] = seq.into();
+    entry["prev_digest"] = hex::encode(prev).into();
+    entry["key_id"] = signer.public().key_id().into();
+    if entry["kind"] == "key_rotation" {
+        let old = PublicKey::parse(entry["old_public_key"].as_str().unwrap()).unwrap();
+        let new_seed: [u8; 32] = [0x5a; 32];
+        let new = Signer::from_seed(new_seed);
+        let st = baken::reports::sign::rotation_statement(seq, &prev, &old, &new.public());
+        entry["new_public_key"] = new.public().to_hex().into();
+        entry["new_key_id"] = new.public().key_id().into();
+        entry["new_key_proof"] = hex::encode(new.sign_rotation(&st)).into();
+    }
+    let bytes = serde_json::to_vec(&entry).unwrap();
+    let mut value = signer.sign(&bytes).to_vec();
+    value.extend_from_slice(&bytes);
+    let mut head = seq.to_be_bytes().to_vec();
+    head.extend_from_slice(&digest(&value));
+    db.put_cf(db.cf_handle("report_ledger").unwrap(), seq_key(seq), &value)
+        .unwrap();
+    db.put_cf(db.cf_handle("report_meta").unwrap(), b"ledger_head", head)
+        .unwrap();
+    seq
+}
+
+#[test]
+fn keys_rotate_twice_between_reports_and_every_key_verifies_the_whole_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, k2, k3) = (
+        Signer::from_seed(seed()),
+        Signer::from_seed([11; 32]),
+        Signer::from_seed([12; 32]),
+    );
+    let (p1, p2, p3) = (k1.public(), k2.public(), k3.public());
+    let rs = keyed(dir.path(), Some(Signer::from_seed(seed()))).unwrap();
+    let a = create(&rs, &[m("l", pdq(), "a", 0, 31)], T0);
+    rs.review(&a.state.report_id, Decision::Confirmed, "rev-1", "t", T0)
+        .unwrap();
+    // A ledger without rotations: version-1 entries, verified as before.
+    assert_eq!(rs.entry(1).unwrap().entry.v, 1);
+    let before = rs.verify(&p1, "t", T0).unwrap();
+    assert!(before.ok, "{:?}", before.problems);
+    assert_eq!(before.keys.len(), 1);
+
+    let r1 = rs.rotate_key(k2, "ops", T0).unwrap();
+    assert_eq!((r1.seq, r1.old_key_id.as_str()), (3, p1.key_id().as_str()));
+    assert_eq!(rs.public_key(), Some(p2.clone()));
+    let rot = rs.entry(3).unwrap().entry;
+    assert_eq!(
+        (rot.v, rot.new_key_id.as_deref()),
+        (2, Some(p2.key_id().as_str()))
+    );
+    let b = create(&rs, &[m("l", pdq(), "b", 0, 31)], T0);
+    assert_eq!(rs.entry(4).unwrap().entry.key_id, p2.key_id());
+    rs.review(&b.state.report_id, Decision::Rejected, "rev-2", "t", T0)
+        .unwrap();
+    // A key that signed this ledger never comes back, and the current key is no new key.
+    assert!(matches!(
+        rs.rotate_key(Signer::from_seed(seed()), "ops", T0),
+        Err(ReportError::Invalid(_))
+    ));
+    assert!(matches!(
+        rs.rotate_key(Signer::from_seed([11; 32]), "ops", T0),
+        Err(ReportError::Invalid(_))
+    ));
+    let r2 = rs.rotate_key(k3, "ops", T0).unwrap();
+    let c = create(&rs, &[m("l", pdq(), "c", 0, 31)], T0);
+    rs.review(&c.state.report_id, Decision::Confirmed, "rev-3", "t", T0)
+        .unwrap();
+
+    // Any key of the chain is a trust anchor: the first (published long ago), a middle one,
+    // the newest.
+    for anchor in [&p1, &p2, &p3] {
+        let v = rs.verify(anchor, "t", T0).unwrap();
+        assert!(v.ok, "anchor {}: {:?}", anchor.key_id(), v.problems);
+        assert_eq!(v.active_key_id, p3.key_id());
+        assert_eq!((v.reports, v.purged), (3, 1));
+        let epochs: Vec<(String, u64, Option<u64>)> = v
+            .keys
+            .iter()
+            .map(|k| (k.key_id.clone(), k.active_from_seq, k.retired_at_seq))
+            .collect();
+        assert_eq!(
+            epochs,
+            vec![
+                (p1.key_id(), 1, Some(r1.seq)),
+                (p2.key_id(), r1.seq + 1, Some(r2.seq)),
+                (p3.key_id(), r2.seq + 1, None),
+            ]
+        );
+    }
+    // A key outside the chain verifies nothing.
+    let stranger = Signer::from_seed([99; 32]).public();
+    assert!(!rs.verify(&stranger, "t", T0).unwrap().ok);
+    // Exports name the key that signed the entry, which may be a retired one.
+    assert_eq!(rs.public_key_for(&p1.key_id()).unwrap(), Some(p1.clone()));
+    let (rep, entry) = rs
+        .get_for_export(&a.state.report_id, "csar-json", false, "t", T0)
+        .unwrap();
+    let doc = export::csar_document(
+        &rep,
+        &entry,
+        rs.public_key_for(&entry.entry.key_id).unwrap().as_ref(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(doc.integrity.public_key, Some(p1.to_hex()));
+    let doc = export::csar_document(&rep, &entry, Some(&p3), false).unwrap();
+    assert_eq!(
+        doc.integrity.public_key, None,
+        "never a key that did not sign the entry"
+    );
+    assert!(
+        rs.audit_log()
+            .unwrap()
+            .iter()
+            .any(|a| a.action == "report.rotate_key" && a.actor == "ops")
+    );
+    drop(rs);
+
+    // A restart picks the rotated key; retired keys are refused with the active key named.
+    let rs = keyed(dir.path(), Some(Signer::from_seed([12; 32]))).unwrap();
+    create(&rs, &[m("l", pdq(), "d", 0, 31)], T0);
+    assert!(rs.verify(&p1, "t", T0).unwrap().ok);
+    drop(rs);
+    for old in [seed(), [11; 32]] {
+        match keyed(dir.path(), Some(Signer::from_seed(old))) {
+            Err(ReportError::NotActiveKey { active, .. }) => assert_eq!(active, p3.key_id()),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a retired key was accepted"),
+        }
+    }
+    // Read-only use (no signer) is always possible.
+    assert!(
+        keyed(dir.path(), None)
+            .unwrap()
+            .verify(&p3, "t", T0)
+            .unwrap()
+            .ok
+    );
+}
+
+#[test]
+fn forged_rotations_and_entries_signed_by_retired_keys_are_named() {
+    // A rotation signed by a key the ledger does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let rs = keyed(dir.path(), Some(Signer::from_seed(seed()))).unwrap();
+    create(&rs, &[m("l", pdq(), "a", 0, 31)], T0);
+    create(&rs, &[m("l", pdq(), "b", 0, 31)], T0);
+    drop(rs);
+    let intruder = Signer::from_seed([66; 32]);
+    let forged = forge(
+        dir.path(),
+        &intruder,
+        serde_json::json!({
+            "v": 2, "seq": 0, "kind": "key_rotation", "report_id": "", "report_seq": 0,
+            "at": "2025-03-01T12:00:00Z", "prev_digest": "", "key_id": "",
+            "old_public_key": intruder.public().to_hex(),
+        }),
+    );
+    // The start-up check sees the forged head's new key, which is not ours.
+    assert!(matches!(
+        keyed(dir.path(), Some(Signer::from_seed(seed()))),
+        Err(ReportError::NotActiveKey { .. })
+    ));
+    let rs = keyed(dir.path(), None).unwrap();
+    let v = rs
+        .verify(&Signer::from_seed(seed()).public(), "t", T0)
+        .unwrap();
+    assert!(!v.ok);
+    let p = v
+        .problems
+        .iter()
+        .find(|p| p.kind == "bad_rotation")
+        .unwrap_or_else(|| panic!("{:#?}", v.problems));
+    assert_eq!(p.seq, Some(forged));
+    assert!(p.message.contains("forged rotation"), "{}", p.message);
+    assert!(
+        p.message.contains(&intruder.public().key_id()),
+        "{}",
+        p.message
+    );
+    assert_eq!(v.keys.len(), 1, "the forged key is not trusted");
+    drop(rs);
+
+    // An entry signed by the old key after a genuine rotation.
+    let dir = tempfile::tempdir().unwrap();
+    let rs = keyed(dir.path(), Some(Signer::from_seed(seed()))).unwrap();
+    create(&rs, &[m("l", pdq(), "a", 0, 31)], T0);
+    rs.rotate_key(Signer::from_seed([11; 32]), "ops", T0)
+        .unwrap();
+    let b = create(&rs, &[m("l", pdq(), "b", 0, 31)], T0);
+    let review = serde_json::to_value(&rs.entry(b.state.seq).unwrap().entry).unwrap();
+    drop(rs);
+    let mut e = review;
+    e["kind"] = "review".into();
+    e["status"] = "ready_to_send".into();
+    e["review"] = serde_json::json!({"decision": "confirmed", "reviewer_pseudonym": "rev-x", "at": "2025-03-01T12:00:00Z"});
+    for k in [
+        "body_digest",
+        "auto_ready",
+        "retention_deadline",
+        "abuse_type",
+        "recipient",
+    ] {
+        e.as_object_mut().unwrap().remove(k);
+    }
+    let late = forge(dir.path(), &Signer::from_seed(seed()), e);
+    let rs = keyed(dir.path(), None).unwrap();
+    let new_key = Signer::from_seed([11; 32]).public();
+    let v = rs.verify(&new_key, "t", T0).unwrap();
+    let p = v
+        .problems
+        .iter()
+        .find(|p| p.kind == "retired_key")
+        .unwrap_or_else(|| panic!("{:#?}", v.problems));
+    assert_eq!(p.seq, Some(late));
+    assert_eq!(p.report_id.as_ref(), Some(&b.state.report_id));
+    assert!(p.message.contains("retired at entry 2"), "{}", p.message);
+    // The same from the first key's point of view.
+    let v = rs
+        .verify(&Signer::from_seed(seed()).public(), "t", T0)
+        .unwrap();
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.kind == "retired_key" && p.seq == Some(late))
+    );
+}
+
+#[test]
+fn an_interrupted_rotation_of_the_data_directory_key_is_finished_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, _) = Signer::load_or_generate(dir.path()).unwrap();
+    let p1 = k1.public();
+    let rs = keyed(dir.path(), Some(k1)).unwrap();
+    create(&rs, &[m("l", pdq(), "a", 0, 31)], T0);
+    // Kept: the retired key stays, 0600, under its key id.
+    let r = rs
+        .rotate_data_dir_key(Signer::generate().unwrap(), true, "ops", T0)
+        .unwrap();
+    let retired = r.retired_key_file.clone().unwrap();
+    assert_eq!(Signer::load(&retired).unwrap().public(), p1);
+    let p2 = Signer::load(&Signer::default_path(dir.path()))
+        .unwrap()
+        .public();
+    assert_eq!(p2.key_id(), r.rotation.new_key_id);
+    assert!(!Signer::next_path(dir.path()).exists());
+    // Not kept (the default): gone with the rename.
+    let r2 = rs
+        .rotate_data_dir_key(Signer::generate().unwrap(), false, "ops", T0)
+        .unwrap();
+    assert!(r2.retired_key_file.is_none());
+    let keys: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    drop(rs);
+
+    // Simulate a crash after the rotation entry and before the rename: the ledger names the
+    // new key, which still waits in report-signing.key.next.
+    let current = Signer::load(&Signer::default_path(dir.path())).unwrap();
+    let rs = keyed(dir.path(), Some(current)).unwrap();
+    let next = Signer::generate().unwrap();
+    let next_id = next.public().key_id();
+    next.save(&Signer::next_path(dir.path())).unwrap();
+    rs.rotate_key(next, "ops", T0).unwrap();
+    drop(rs);
+    let (stale, _) = Signer::load_or_generate(dir.path()).unwrap();
+    assert_ne!(stale.public().key_id(), next_id);
+    let rs = keyed(dir.path(), Some(stale)).unwrap();
+    assert_eq!(rs.public_key().unwrap().key_id(), next_id);
+    assert!(!Signer::next_path(dir.path()).exists());
+    assert_eq!(
+        Signer::load(&Signer::default_path(dir.path()))
+            .unwrap()
+            .public()
+            .key_id(),
+        next_id
+    );
+    assert!(rs.verify(&p1, "t", T0).unwrap().ok);
+}

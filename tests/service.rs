@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use baken::service::{self, Running, ServiceConfig, pb};
+use pb::admin_service_client::AdminServiceClient;
 use pb::list_service_client::ListServiceClient;
 use pb::report_service_client::ReportServiceClient;
 use pb::scan_service_client::ScanServiceClient;
@@ -897,12 +898,13 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_closes_the_store() {
 
 // ------------------------------------------------------------------ authorisation
 
-const TOKENS: [(&str, &str); 5] = [
+const TOKENS: [(&str, &str); 6] = [
     ("scanner", "tok-scanner"),
     ("reviewer", "tok-reviewer"),
     ("list_admin", "tok-admin"),
     ("auditor", "tok-auditor"),
     ("replica", "tok-replica"),
+    ("admin", "tok-ops"),
 ];
 
 fn write_tokens(dir: &Path) -> std::path::PathBuf {
@@ -1151,13 +1153,34 @@ async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code 
             repl.replication_status(authed(pb::ReplicationStatusRequest {}, token))
                 .await,
         ),
+        "Backup" => {
+            // A fresh absolute destination on the server's disk, removed again.
+            let dest = std::env::temp_dir().join(format!(
+                "baken-matrix-backup-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            let r = AdminServiceClient::new(ch.clone())
+                .backup(authed(
+                    pb::BackupRequest {
+                        destination: dest.to_string_lossy().into_owned(),
+                    },
+                    token,
+                ))
+                .await;
+            let _ = std::fs::remove_dir_all(&dest);
+            done(r)
+        }
         other => panic!("no call for {other}"),
     };
     r.err().map_or(Code::Ok, |s| s.code())
 }
 
 /// Which roles may call which RPC: the policy, written out independently of the code.
-const MATRIX: [(&str, &[&str]); 25] = [
+const MATRIX: [(&str, &[&str]); 26] = [
     ("HashImage", &["scanner"]),
     ("Scan", &["scanner"]),
     ("MatchHashes", &["scanner"]),
@@ -1183,6 +1206,7 @@ const MATRIX: [(&str, &[&str]); 25] = [
     ("SubmitReport", &["replica"]),
     ("SubmitScanCounts", &["replica"]),
     ("ReplicationStatus", &["list_admin", "auditor"]),
+    ("Backup", &["admin"]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1285,6 +1309,7 @@ async fn every_role_against_every_rpc() {
         "baken.v1.ScanService",
         "baken.v1.ListService",
         "baken.v1.ReportService",
+        "baken.v1.AdminService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
@@ -1881,4 +1906,120 @@ async fn scans_become_signed_reports_that_the_report_api_serves() {
     }
     assert!(seen > 3);
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_through_the_admin_rpc_restores_lists_and_reports() {
+    let (running, dir) = start(|_| {}).await;
+    let ch = channel(running.addr).await;
+    let (mut scan, mut lists, mut admin) = (
+        ScanServiceClient::new(ch.clone()),
+        ListServiceClient::new(ch.clone()),
+        AdminServiceClient::new(ch.clone()),
+    );
+    let img = png_bytes(96, 64, 93);
+    let pdq = scan
+        .hash_image(pb::HashRequest {
+            image: img.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pdq
+        .unwrap()
+        .hash;
+    create_list(&mut lists, "known", None).await;
+    import_csv(&mut lists, "known", &format!("pdq,{pdq},A1,case-3\n"), None)
+        .await
+        .unwrap();
+    let mut report_id = String::new();
+    for _ in 0..50 {
+        let r = scan
+            .scan(pb::ScanRequest {
+                image: img.clone(),
+                context: Some(pb::ReportContext {
+                    content_reference: "vault://upload/3".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !r.report_id.is_empty() {
+            report_id = r.report_id;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!report_id.is_empty(), "a matching scan creates a report");
+
+    // Refused: a relative path, an existing non-empty directory, a place inside the data
+    // directory. Nothing is written for any of them.
+    for (dest, why) in [
+        ("relative/backup".to_string(), "absolute"),
+        (dir.path().display().to_string(), "not empty"),
+        (
+            dir.path().join("data/inside").display().to_string(),
+            "inside the data directory",
+        ),
+    ] {
+        let e = admin
+            .backup(pb::BackupRequest {
+                destination: dest.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{dest}: {e:?}");
+        assert!(e.message().contains(why), "{dest}: {}", e.message());
+    }
+    assert!(!dir.path().join("data/inside").exists());
+
+    // While the server keeps serving.
+    let dest = dir.path().join("online-backup");
+    let (b, again) = tokio::join!(
+        admin.backup(pb::BackupRequest {
+            destination: dest.display().to_string(),
+        }),
+        scan.scan(pb::ScanRequest {
+            image: img.clone(),
+            ..Default::default()
+        })
+    );
+    let b = b.unwrap().into_inner();
+    assert!(again.is_ok());
+    assert_eq!(b.lists.len(), 1);
+    assert_eq!((b.lists[0].name.as_str(), b.lists[0].version), ("known", 1));
+    assert_eq!(b.ledger_head_seq, 1);
+    assert_eq!(b.skipped.len(), 2);
+    running.shutdown().await;
+
+    // The copy checks out against its manifest and its signatures, and restores: a store
+    // opened on it has the list, its entry and the report.
+    let check = baken::backup::verify(&dest, None).unwrap();
+    assert!(
+        check.ok,
+        "{:?} {:?}",
+        check.problems, check.reports.problems
+    );
+    assert_eq!(check.manifest.mode, "online");
+    assert_eq!(check.reports.head_digest, b.ledger_head_digest);
+    let store = std::sync::Arc::new(baken::store::Store::open(&dest).unwrap());
+    assert_eq!(store.list("known").unwrap().live_entries, 1);
+    let (signer, created) = baken::reports::sign::Signer::load_or_generate(&dest).unwrap();
+    assert!(!created, "the signing key came along");
+    let rs = baken::reports::store::ReportStore::new(
+        store,
+        Some(signer),
+        baken::reports::ReportConfig::default(),
+    )
+    .unwrap();
+    let r = rs
+        .get(&report_id, "restore-check", time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(
+        r.body.unwrap().files[0].content_reference,
+        "vault://upload/3"
+    );
 }

@@ -1,5 +1,6 @@
 //! The `baken` command line. Exit codes: 0 success, 1 some input failed, 2 usage error.
 
+pub mod backup;
 mod demo;
 pub mod lists;
 pub mod reports;
@@ -58,6 +59,9 @@ enum Command {
     /// one JSON line per match, a summary, progress on stderr, resumable (`--resume`).
     /// Exit 0: no match, 1: matches, 2: errors, 130: interrupted.
     Scan(scan::ScanArgs),
+    /// Back up a stopped data directory (`--to DIR`: a RocksDB checkpoint, the keys and a
+    /// manifest), or check a backup (`verify DIR`). Restore by pointing --data at the backup.
+    Backup(backup::BackupArgs),
     /// Run the gRPC service (see README: API, configuration, roles, TLS).
     Serve(serve::ServeArgs),
     /// Bearer tokens for the service: `token new --name N --role scanner`, `token hash`.
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Match(args) => lists::run_match(args, &cli.data, &actor),
         Command::Report(args) => reports::run_report(args, &cli.data, &actor),
         Command::Scan(args) => scan::run_scan(args, &cli.data, &actor),
+        Command::Backup(args) => backup::run_backup(args, &cli.data),
         Command::Serve(args) => serve::run_serve(args, &cli.data, &actor),
         Command::Token(cmd) => serve::run_token(cmd),
         Command::Demo { images } => demo::run_demo(&cli.data, &images, &actor),

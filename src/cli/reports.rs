@@ -81,6 +81,24 @@ pub enum ReportCommand {
     PublicKey {
         #[arg(long, default_value = "pem", value_parser = ["pem", "hex"])]
         format: String,
+        /// Every key of the ledger, oldest first, as JSON lines: key id, hex, PEM, the entry
+        /// from which it signs and the rotation entry that retired it (for publishing).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Rotate the signing key: a key-rotation entry, signed by the current key and by the new
+    /// one, names the new key, which signs every later entry. Run it with the server stopped.
+    /// The data directory's key file is replaced by the new key; a key given with
+    /// --signing-key stays where it is, and the configuration must then name the new key.
+    RotateKey {
+        /// The new key (PKCS#8 PEM, hex or raw seed; mode 0600). Default: a fresh key from the
+        /// OS random source. Required when the current key comes from --signing-key.
+        #[arg(long)]
+        new_key: Option<PathBuf>,
+        /// Keep the retired private key as <data>/keys/report-signing.<key id>.retired (0600).
+        /// Default: it is deleted; verification needs only public keys, which the ledger holds.
+        #[arg(long)]
+        keep_old_key: bool,
     },
 }
 
@@ -199,13 +217,27 @@ impl MatchReportArgs {
 pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
     let now = clock(args.now.as_deref())?;
     let key_file = args.signing_key.as_deref();
+    // Rotation never generates: there must be a current key to rotate from.
     let writes_signed = matches!(
         args.command,
         ReportCommand::Review { .. }
             | ReportCommand::PurgeExpired
             | ReportCommand::PublicKey { .. }
     );
-    let signer = signer(data, key_file, writes_signed)?;
+    // Reads that sign nothing open without a key: they work whatever key file lies around
+    // (e.g. a data directory whose configured key was rotated elsewhere).
+    let needs_key = writes_signed
+        || matches!(
+            args.command,
+            ReportCommand::Export { .. }
+                | ReportCommand::RotateKey { .. }
+                | ReportCommand::Verify { public_key: None }
+        );
+    let signer = if needs_key {
+        signer(data, key_file, writes_signed)?
+    } else {
+        None
+    };
     let rs = open_reports(data, signer, ReportConfig::default())?;
     match args.command {
         ReportCommand::Ls => {
@@ -233,7 +265,9 @@ pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<
             };
             let text = match format {
                 ExportFormat::CsarJson => {
-                    export::csar_json(&report, &entry, rs.public_key().as_ref(), draft)?
+                    // The key that signed this entry (a rotation may have retired it since).
+                    let key = rs.public_key_for(&entry.entry.key_id)?;
+                    export::csar_json(&report, &entry, key.as_ref(), draft)?
                 }
                 ExportFormat::NcmecXml => export::ncmec_xml(&report)?,
             };
@@ -294,14 +328,90 @@ pub fn run_report(args: ReportArgs, data: &Path, actor: &str) -> anyhow::Result<
                 print_json(&a)?;
             }
         }
-        ReportCommand::PublicKey { format } => {
+        ReportCommand::PublicKey { format, all } => {
             let Some(k) = rs.public_key() else {
                 bail!("no signing key");
             };
-            if format == "hex" {
+            if all {
+                // The verified chain of keys (no audit record: this reads public data only).
+                let v = rs.verify_read_only(&k)?;
+                for e in &v.keys {
+                    let pk = PublicKey::parse(&e.public_key)?;
+                    print_json(&serde_json::json!({
+                        "key_id": e.key_id,
+                        "status": if e.retired_at_seq.is_some() { "retired" } else { "active" },
+                        "active_from_seq": e.active_from_seq,
+                        "retired_at_seq": e.retired_at_seq,
+                        "public_key_hex": e.public_key,
+                        "public_key_pem": pk.to_pem(),
+                    }))?;
+                }
+                if !v.ok {
+                    eprintln!(
+                        "warning: the ledger does not verify ({} problems): run `baken report verify`",
+                        v.problems.len()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            } else if format == "hex" {
                 println!("{}", k.to_hex());
             } else {
                 print!("{}", k.to_pem());
+            }
+        }
+        ReportCommand::RotateKey {
+            new_key,
+            keep_old_key,
+        } => {
+            if rs.public_key().is_none() {
+                bail!(
+                    "no signing key in {} to rotate from (the first key is generated at first use, or given with --signing-key)",
+                    data.display()
+                );
+            }
+            let new = match (&new_key, key_file) {
+                (Some(p), _) => Signer::load(p)?,
+                (None, None) => Signer::generate()?,
+                (None, Some(current)) => bail!(
+                    "the current key comes from {}: keys supplied from outside are yours to keep, so Baken does not write one. \
+                     Make the new key (e.g. `openssl genpkey -algorithm ed25519 -out new.pem; chmod 600 new.pem`), \
+                     pass it with --new-key, then point --signing-key / BAKEN_SIGNING_KEY / [reports] signing_key at it",
+                    current.display()
+                ),
+            };
+            match (key_file, &new_key) {
+                (Some(current), Some(new_path)) => {
+                    let r = rs.rotate_key(new, actor, now)?;
+                    print_json(&r)?;
+                    eprintln!(
+                        "rotated: key {} retired, key {} signs from ledger entry {}. Point --signing-key / BAKEN_SIGNING_KEY / [reports] signing_key at {} now: {} is retired, and a server started with it refuses to start.",
+                        r.old_key_id,
+                        r.new_key_id,
+                        r.seq + 1,
+                        new_path.display(),
+                        current.display()
+                    );
+                }
+                _ => {
+                    let r = rs.rotate_data_dir_key(new, keep_old_key, actor, now)?;
+                    print_json(&r)?;
+                    eprintln!(
+                        "rotated: key {} retired, key {} (in {}) signs from ledger entry {}. Publish the new key: `baken report public-key --all`.",
+                        r.rotation.old_key_id,
+                        r.rotation.new_key_id,
+                        r.key_file.display(),
+                        r.rotation.seq + 1
+                    );
+                    if let Some(p) = &r.retired_key_file {
+                        eprintln!("the retired private key is kept in {}", p.display());
+                    }
+                    if let Some(p) = &new_key {
+                        eprintln!(
+                            "the new key was copied into the data directory; {} is no longer needed",
+                            p.display()
+                        );
+                    }
+                }
             }
         }
     }

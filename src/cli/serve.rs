@@ -36,7 +36,7 @@ pub enum TokenCommand {
         /// Who holds it (recorded as the actor in audit logs: `token:NAME`).
         #[arg(long)]
         name: String,
-        /// scanner, reviewer, list_admin or auditor (repeatable).
+        /// scanner, reviewer, list_admin, auditor or admin (repeatable).
         #[arg(long = "role", required = true)]
         roles: Vec<auth::Role>,
     },

@@ -117,7 +117,11 @@ pub fn csar_document(
         integrity: Integrity {
             algorithm: "Ed25519".into(),
             key_id: entry.entry.key_id.clone(),
-            public_key: key.map(PublicKey::to_hex),
+            // Only the key that signed this entry: after a rotation the caller's key may be
+            // another one, and a mismatching key would make the export look forged.
+            public_key: key
+                .filter(|k| k.key_id() == entry.entry.key_id)
+                .map(PublicKey::to_hex),
             ledger_seq: entry.entry.seq,
             body_digest: hex::encode(digest(&canonical)),
             signed_entry: String::from_utf8_lossy(&entry.bytes).into_owned(),

@@ -31,7 +31,7 @@ use crate::index::Match;
 use crate::store::StoreError;
 
 pub use sign::{PublicKey, Signer};
-pub use store::{ReportStore, ScanCounts, VerifyOutcome};
+pub use store::{DataDirRotation, KeyEpoch, KeyRotation, ReportStore, ScanCounts, VerifyOutcome};
 
 /// The schema identifier written into every report body (and the JSON Schema's `$id` tail).
 pub const SCHEMA_ID: &str = "baken.report/v1";
@@ -70,6 +70,10 @@ pub enum ReportError {
     Key(String),
     #[error("no signing key is loaded, and this operation writes signed records")]
     NoSigningKey,
+    #[error(
+        "the signing key {key_id} is not the report ledger's active key {active}: it was rotated out or belongs to another ledger, and signing with it would fork the ledger; use the active key (`baken report public-key --all` lists the ledger's keys)"
+    )]
+    NotActiveKey { key_id: String, active: String },
     #[error("stored report data is corrupt: {0}")]
     Corrupt(String),
     #[error("i/o: {0}")]

@@ -32,6 +32,28 @@ const SPKI_PREFIX: [u8; 12] = [
 /// replayed as a signature over anything else made with the same key.
 const DOMAIN: &[u8] = b"baken-report-ledger-v1\0";
 
+/// A new key's proof of possession in a key-rotation entry is made under its own domain, so it
+/// can never pass for a ledger-entry signature (nor the other way round).
+const ROTATION_DOMAIN: &[u8] = b"baken-key-rotation-v1\0";
+
+/// What a new key signs when it is rotated in: the position in the ledger (seq and the digest
+/// of the entry before), the key it replaces and itself. Signed by the new key, it makes the
+/// new key vouch for its predecessor and for the whole ledger before it, so a verifier who
+/// trusts only the newest key can walk the chain of trust back to the first one.
+pub fn rotation_statement(
+    seq: u64,
+    prev_digest: &[u8; 32],
+    old: &PublicKey,
+    new: &PublicKey,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(8 + 32 + 32 + 32);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(prev_digest);
+    m.extend_from_slice(&old.to_bytes());
+    m.extend_from_slice(&new.to_bytes());
+    m
+}
+
 /// SHA-256.
 pub fn digest(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
@@ -67,6 +89,19 @@ impl Signer {
     /// The default key file of a data directory.
     pub fn default_path(data_dir: &Path) -> PathBuf {
         data_dir.join(KEY_DIR).join(KEY_FILE)
+    }
+
+    /// Where a rotation puts the data directory's new key until the ledger names it; then it
+    /// replaces the default key file (see `ReportStore::rotate_key` and the CLI).
+    pub fn next_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(KEY_DIR).join(format!("{KEY_FILE}.next"))
+    }
+
+    /// Where `--keep-old-key` keeps a retired key of the data directory.
+    pub fn retired_path(data_dir: &Path, key_id: &str) -> PathBuf {
+        data_dir
+            .join(KEY_DIR)
+            .join(format!("report-signing.{key_id}.retired"))
     }
 
     /// Load the data directory's key, generating it on first use. Returns whether it was
@@ -139,6 +174,13 @@ impl Signer {
         m.extend_from_slice(msg);
         self.key.sign(&m).to_bytes()
     }
+
+    /// Sign a [`rotation_statement`] naming this key as the new one (proof of possession).
+    pub fn sign_rotation(&self, statement: &[u8]) -> [u8; 64] {
+        let mut m = ROTATION_DOMAIN.to_vec();
+        m.extend_from_slice(statement);
+        self.key.sign(&m).to_bytes()
+    }
 }
 
 /// The public half: verifies ledger entries; exportable.
@@ -196,10 +238,19 @@ impl PublicKey {
 
     /// Check a ledger-entry signature (strict: no malleable or small-order forms).
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        self.verify_in(DOMAIN, msg, sig)
+    }
+
+    /// Check a new key's signature over a [`rotation_statement`].
+    pub fn verify_rotation(&self, statement: &[u8], sig: &[u8]) -> bool {
+        self.verify_in(ROTATION_DOMAIN, statement, sig)
+    }
+
+    fn verify_in(&self, domain: &[u8], msg: &[u8], sig: &[u8]) -> bool {
         let Ok(sig) = <[u8; 64]>::try_from(sig) else {
             return false;
         };
-        let mut m = DOMAIN.to_vec();
+        let mut m = domain.to_vec();
         m.extend_from_slice(msg);
         self.key
             .verify_strict(&m, &Signature::from_bytes(&sig))

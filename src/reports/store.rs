@@ -25,13 +25,13 @@
 //! Every acknowledged write is one synced `WriteBatch`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::sign::{PublicKey, Signer, digest};
+use super::sign::{PublicKey, Signer, digest, rotation_statement};
 use super::{
     CallerContext, Decision, FileHashes, HumanReview, PurgeReason, Purged, Report, ReportBody,
     ReportConfig, ReportError, ReportState, ReportStatus, Result, build_body, day, new_report_id,
@@ -58,6 +58,9 @@ pub enum EntryKind {
     Report,
     Review,
     Purge,
+    /// The signing key changes: signed by the retiring key, naming the new one, with the new
+    /// key's proof of possession. Every later entry is signed by the new key.
+    KeyRotation,
 }
 
 impl EntryKind {
@@ -66,15 +69,21 @@ impl EntryKind {
             EntryKind::Report => "report",
             EntryKind::Review => "review",
             EntryKind::Purge => "purge",
+            EntryKind::KeyRotation => "key_rotation",
         }
     }
 }
+
+/// The `v` of report, review and purge entries (unchanged since the first ledgers).
+pub const ENTRY_VERSION: u8 = 1;
+/// The `v` of key-rotation entries: a verifier that predates rotation cannot read them.
+pub const ROTATION_ENTRY_VERSION: u8 = 2;
 
 /// One signed ledger entry. The signature covers the exact stored JSON bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerEntry {
-    /// Entry format version (1).
+    /// Entry format version: [`ENTRY_VERSION`], or [`ROTATION_ENTRY_VERSION`] for key rotations.
     pub v: u8,
     pub seq: u64,
     pub kind: EntryKind,
@@ -103,12 +112,25 @@ pub struct LedgerEntry {
     pub review: Option<HumanReview>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge: Option<Purged>,
+    /// Key rotation: the retiring key (hex, 32 bytes), which signs this entry. Spelled out so
+    /// that every key of the ledger is known from the ledger itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_public_key: Option<String>,
+    /// Key rotation: the key (hex) that signs every later entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key_id: Option<String>,
+    /// Key rotation: the new key's signature (hex) over the rotation statement
+    /// (`sign::rotation_statement`: seq, prev_digest, old key, new key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key_proof: Option<String>,
 }
 
 impl LedgerEntry {
     fn new(kind: EntryKind, report_id: &str, report_seq: u64, at: &str) -> Self {
         LedgerEntry {
-            v: 1,
+            v: ENTRY_VERSION,
             seq: 0,
             kind,
             report_id: report_id.to_string(),
@@ -124,6 +146,10 @@ impl LedgerEntry {
             recipient: None,
             review: None,
             purge: None,
+            old_public_key: None,
+            new_public_key: None,
+            new_key_id: None,
+            new_key_proof: None,
         }
     }
 }
@@ -192,7 +218,8 @@ pub struct Problem {
     pub seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_id: Option<String>,
-    /// `missing_entry`, `truncated`, `bad_signature`, `wrong_key`, `chain_break`,
+    /// `missing_entry`, `truncated`, `bad_signature`, `wrong_key`, `retired_key`,
+    /// `bad_rotation`, `chain_break`,
     /// `body_altered`, `body_missing`, `unsigned_body`, `state_mismatch`, `state_missing`,
     /// `unsigned_state`, `unreadable`, `audit_chain`.
     pub kind: &'static str,
@@ -203,7 +230,12 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyOutcome {
     pub ok: bool,
+    /// The key verification started from (the trust anchor).
     pub key_id: String,
+    /// The key that signs the next entry (the newest key validly rotated in).
+    pub active_key_id: String,
+    /// Every key of the ledger, oldest first, as its valid rotation entries establish them.
+    pub keys: Vec<KeyEpoch>,
     pub entries: u64,
     pub reports: u64,
     /// Reports whose body was purged by a signed purge entry (not a problem).
@@ -213,6 +245,45 @@ pub struct VerifyOutcome {
     pub head_digest: String,
     pub audit_records: u64,
     pub problems: Vec<Problem>,
+}
+
+/// One signing key of the ledger and the entries it signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyEpoch {
+    pub key_id: String,
+    /// Hex (32 bytes).
+    pub public_key: String,
+    /// The first ledger entry this key signs.
+    pub active_from_seq: u64,
+    /// The key-rotation entry that retired it (the last entry it signs); `None` while active.
+    pub retired_at_seq: Option<u64>,
+}
+
+/// A key rotation as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRotation {
+    /// The seq of the key-rotation entry.
+    pub seq: u64,
+    pub at: String,
+    pub old_key_id: String,
+    pub new_key_id: String,
+}
+
+/// A rotation of the data directory's own key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDirRotation {
+    #[serde(flatten)]
+    pub rotation: KeyRotation,
+    /// Where the active key now is.
+    pub key_file: std::path::PathBuf,
+    /// Where the retired private key was kept, if asked.
+    pub retired_key_file: Option<std::path::PathBuf>,
+}
+
+/// A key-rotation entry's claims, as read (not yet verified).
+struct RotationClaim {
+    old: Option<PublicKey>,
+    new: Option<PublicKey>,
 }
 
 /// The outcome of a purge run.
@@ -268,7 +339,8 @@ struct Tx<'a> {
 
 impl Tx<'_> {
     fn append(&mut self, mut e: LedgerEntry) -> Result<u64> {
-        let signer = self.rs.signer.as_ref().ok_or(ReportError::NoSigningKey)?;
+        let guard = self.rs.signer.read().unwrap_or_else(|p| p.into_inner());
+        let signer = guard.as_ref().ok_or(ReportError::NoSigningKey)?;
         let seq = self.ledger.0 + 1;
         e.seq = seq;
         if e.kind == EntryKind::Report {
@@ -354,7 +426,8 @@ impl Tx<'_> {
 /// Reports over a [`Store`]. One writer at a time (its own lock); reads never wait.
 pub struct ReportStore {
     store: Arc<Store>,
-    signer: Option<Signer>,
+    /// Replaced only by a key rotation, under the writer lock.
+    signer: RwLock<Option<Signer>>,
     config: ReportConfig,
     writer: Mutex<()>,
 }
@@ -362,14 +435,248 @@ pub struct ReportStore {
 impl ReportStore {
     /// `signer` may be `None` for read-only use (listing, verifying with a public key); writes
     /// that sign then fail with [`ReportError::NoSigningKey`]. Reads still write audit records.
+    ///
+    /// A signer must be the ledger's active key ([`ReportError::NotActiveKey`] otherwise): a
+    /// rotated-out key, or a key restored from an older copy of the secret, would fork the
+    /// ledger. One exception is repaired here: a rotation interrupted after its ledger entry
+    /// was written but before the new key file replaced the old one (see [`Signer::next_path`]).
     pub fn new(store: Arc<Store>, signer: Option<Signer>, config: ReportConfig) -> Result<Self> {
         config.retention.validate().map_err(ReportError::Invalid)?;
-        Ok(ReportStore {
+        let rs = ReportStore {
             store,
-            signer,
+            signer: RwLock::new(None),
             config,
             writer: Mutex::new(()),
+        };
+        if let Some(s) = signer {
+            let s = rs.check_active(s)?;
+            *rs.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+        }
+        Ok(rs)
+    }
+
+    /// `signer` if it is the ledger's active key (or the ledger is empty).
+    fn check_active(&self, signer: Signer) -> Result<Signer> {
+        let Some(active) = self.active_key_id()? else {
+            return Ok(signer);
+        };
+        let key_id = signer.public().key_id();
+        if key_id == active {
+            return Ok(signer);
+        }
+        // An interrupted rotation of the data directory's own key: the ledger already names
+        // the new key, which waits next to the old one. Finish the swap.
+        let dir = self.store.dir();
+        let default = Signer::default_path(dir);
+        let next = Signer::next_path(dir);
+        if next.exists()
+            && Signer::load(&default).is_ok_and(|d| d.public() == signer.public())
+            && let Ok(n) = Signer::load(&next)
+            && n.public().key_id() == active
+        {
+            std::fs::rename(&next, &default)?;
+            tracing::warn!(key_id = %active, path = %default.display(), "finished an interrupted key rotation: the new key replaced the retired one");
+            return Ok(n);
+        }
+        Err(ReportError::NotActiveKey { key_id, active })
+    }
+
+    /// The id of the key that signs the next ledger entry: the signer of the last entry, or
+    /// the new key when the last entry is a rotation. `None` for an empty ledger. (Unverified:
+    /// `verify` checks the whole chain; an unreadable last entry is left to it.)
+    pub fn active_key_id(&self) -> Result<Option<String>> {
+        let db = self.store.db();
+        let Some(item) = db
+            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::End)
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (_, v) = item?;
+        Ok(decode_entry(&v).ok().map(|se| match se.entry.kind {
+            EntryKind::KeyRotation => se.entry.new_key_id.unwrap_or_default(),
+            _ => se.entry.key_id,
+        }))
+    }
+
+    /// The public key that signed entries naming `key_id`: the loaded signer's, or one the
+    /// ledger's rotation entries spell out. For export integrity blocks.
+    pub fn public_key_for(&self, key_id: &str) -> Result<Option<PublicKey>> {
+        if let Some(k) = self.public_key().filter(|k| k.key_id() == key_id) {
+            return Ok(Some(k));
+        }
+        Ok(self
+            .rotation_claims()?
+            .into_iter()
+            .flat_map(|c| [c.old, c.new])
+            .flatten()
+            .find(|k| k.key_id() == key_id))
+    }
+
+    /// The claims of every key-rotation entry, in ledger order (unverified).
+    fn rotation_claims(&self) -> Result<Vec<RotationClaim>> {
+        let mut out = Vec::new();
+        let parse = |h: &Option<String>| h.as_deref().and_then(|h| PublicKey::parse(h).ok());
+        for item in self
+            .store
+            .db()
+            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            // Most entries are not rotations: skip them without parsing.
+            const MARK: &[u8] = b"\"kind\":\"key_rotation\"";
+            if !v.windows(MARK.len()).any(|w| w == MARK) {
+                continue;
+            }
+            if let Ok(se) = decode_entry(&v)
+                && se.entry.kind == EntryKind::KeyRotation
+            {
+                out.push(RotationClaim {
+                    old: parse(&se.entry.old_public_key),
+                    new: parse(&se.entry.new_public_key),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rotate the signing key: append a key-rotation entry signed by the current key that
+    /// names `new` and carries `new`'s proof of possession, then sign with `new` from here on.
+    /// The old private key is not needed afterwards: verification knows every public key from
+    /// the ledger. A key this ledger used before is refused (a retired key never comes back).
+    pub fn rotate_key(&self, new: Signer, actor: &str, now: OffsetDateTime) -> Result<KeyRotation> {
+        let (_g, mut tx) = self.begin()?;
+        let old = self.public_key().ok_or(ReportError::NoSigningKey)?;
+        let new_pub = new.public();
+        let (old_id, new_id) = (old.key_id(), new_pub.key_id());
+        if new_pub == old {
+            return Err(ReportError::Invalid(format!(
+                "the new key is the current key ({old_id})"
+            )));
+        }
+        let mut used: BTreeSet<String> = self
+            .rotation_claims()?
+            .into_iter()
+            .flat_map(|c| [c.old, c.new])
+            .flatten()
+            .map(|k| k.key_id())
+            .collect();
+        if let Some(item) = self
+            .store
+            .db()
+            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start)
+            .next()
+            && let Ok(se) = decode_entry(&item?.1)
+        {
+            used.insert(se.entry.key_id);
+        }
+        if used.contains(&new_id) {
+            return Err(ReportError::Invalid(format!(
+                "key {new_id} already signed this ledger; a retired key is never rotated in again"
+            )));
+        }
+        let seq = tx.ledger.0 + 1;
+        let statement = rotation_statement(seq, &tx.ledger.1, &old, &new_pub);
+        let at = rfc3339(now);
+        let mut e = LedgerEntry::new(EntryKind::KeyRotation, "", 0, &at);
+        e.v = ROTATION_ENTRY_VERSION;
+        e.old_public_key = Some(old.to_hex());
+        e.new_public_key = Some(new_pub.to_hex());
+        e.new_key_id = Some(new_id.clone());
+        e.new_key_proof = Some(hex::encode(new.sign_rotation(&statement)));
+        let seq = tx.append(e)?;
+        tx.audit(
+            &at,
+            actor,
+            "report.rotate_key",
+            None,
+            Some(format!(
+                "key {old_id} retired, key {new_id} active from ledger entry {}",
+                seq + 1
+            )),
+        )?;
+        tx.commit()?;
+        // Still under the writer lock: no entry can be signed by the old key after this.
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(new);
+        tracing::info!(seq, old_key = %old_id, new_key = %new_id, "report signing key rotated");
+        Ok(KeyRotation {
+            seq,
+            at,
+            old_key_id: old_id,
+            new_key_id: new_id,
         })
+    }
+
+    /// [`ReportStore::rotate_key`] for the data directory's own key file
+    /// (`<data>/keys/report-signing.key`), which must be the current signer. The new key is
+    /// written next to it first ([`Signer::next_path`], 0600, synced), then the rotation entry
+    /// is appended, then the new key replaces the old file in one rename. The retired private
+    /// key is kept as [`Signer::retired_path`] when `keep_old`, otherwise it is gone with the
+    /// rename: verification needs only public keys, and the ledger holds them. A crash between
+    /// the entry and the rename is finished by the next [`ReportStore::new`].
+    pub fn rotate_data_dir_key(
+        &self,
+        new: Signer,
+        keep_old: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<DataDirRotation> {
+        let dir = self.store.dir().to_path_buf();
+        let default = Signer::default_path(&dir);
+        let current = self.public_key().ok_or(ReportError::NoSigningKey)?;
+        if !Signer::load(&default).is_ok_and(|d| d.public() == current) {
+            return Err(ReportError::Invalid(format!(
+                "the current signing key is not {}; a key supplied from elsewhere is rotated by naming the new key (and then configuring it)",
+                default.display()
+            )));
+        }
+        let next = Signer::next_path(&dir);
+        // A leftover from an attempt that never reached the ledger (the current key is still
+        // the active one, checked when this store was opened).
+        if next.exists() {
+            std::fs::remove_file(&next)?;
+        }
+        new.save(&next)?;
+        let rotation = match self.rotate_key(new, actor, now) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&next);
+                return Err(e);
+            }
+        };
+        let retired = if keep_old {
+            let p = Signer::retired_path(&dir, &rotation.old_key_id);
+            match std::fs::hard_link(&default, &p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+            Some(p)
+        } else {
+            None
+        };
+        std::fs::rename(&next, &default)?;
+        if let Ok(d) = std::fs::File::open(default.parent().unwrap_or(&dir)) {
+            let _ = d.sync_all();
+        }
+        Ok(DataDirRotation {
+            rotation,
+            key_file: default,
+            retired_key_file: retired,
+        })
+    }
+
+    /// The ledger head: last seq and the SHA-256 (hex) of its stored entry.
+    pub fn ledger_head(&self) -> Result<(u64, String)> {
+        let (seq, d) = read_head(self.store.db().get_cf(self.cf(CF_META)?, LEDGER_HEAD)?)?;
+        Ok((seq, hex::encode(d)))
+    }
+
+    fn has_signer(&self) -> bool {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -381,7 +688,11 @@ impl ReportStore {
     }
 
     pub fn public_key(&self) -> Option<PublicKey> {
-        self.signer.as_ref().map(Signer::public)
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Signer::public)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -420,7 +731,7 @@ impl ReportStore {
         now: OffsetDateTime,
         actor: &str,
     ) -> Result<Report> {
-        if self.signer.is_none() {
+        if !self.has_signer() {
             return Err(ReportError::NoSigningKey);
         }
         let body = build_body(
@@ -700,7 +1011,7 @@ impl ReportStore {
                 "the reviewer id must be a pseudonym: 1-64 of letters, digits, '.', '_', ':', '-' (no names, no email addresses)".into(),
             ));
         }
-        if self.signer.is_none() {
+        if !self.has_signer() {
             return Err(ReportError::NoSigningKey);
         }
         let seq = self.resolve(id_or_seq)?;
@@ -817,7 +1128,7 @@ impl ReportStore {
     /// personal data) goes, a signed purge entry and the redaction state stay. Each report is
     /// its own synced batch; the deleted data is then flushed and compacted out of the files.
     pub fn purge_expired(&self, now: OffsetDateTime, actor: &str) -> Result<PurgeSummary> {
-        if self.signer.is_none() {
+        if !self.has_signer() {
             return Err(ReportError::NoSigningKey);
         }
         let mut summary = PurgeSummary::default();
@@ -982,9 +1293,33 @@ impl ReportStore {
         Ok(out)
     }
 
+    /// [`ReportStore::verify`] without its audit record: for a copy opened read-only (a
+    /// backup being checked), where nothing may be written.
+    pub fn verify_read_only(&self, key: &PublicKey) -> Result<VerifyOutcome> {
+        self.verify_quiet(key)
+    }
+
     fn verify_quiet(&self, key: &PublicKey) -> Result<VerifyOutcome> {
         let db = self.store.db();
         let key_id = key.key_id();
+        // The keys as the rotation entries claim them: the first rotation spells out the first
+        // key. The anchor may be any of them: every rotation below is checked both ways (the
+        // old key signs it, the new key signs the statement naming the old key and the ledger
+        // before it), so trust runs from any key of the chain to all the others. An anchor
+        // outside the chain verifies nothing but entries it signed itself.
+        let claims = self.rotation_claims()?;
+        let genesis = match claims.first().and_then(|c| c.old.clone()) {
+            Some(g) if g == *key || claims.iter().any(|c| c.new.as_ref() == Some(key)) => g,
+            _ => key.clone(),
+        };
+        let mut active = genesis.clone();
+        let mut retired: BTreeMap<String, u64> = BTreeMap::new();
+        let mut keys = vec![KeyEpoch {
+            key_id: genesis.key_id(),
+            public_key: genesis.to_hex(),
+            active_from_seq: 1,
+            retired_at_seq: None,
+        }];
         let mut problems = Vec::new();
         let mut prev = [0u8; 32];
         let mut expected = 1u64;
@@ -1054,22 +1389,66 @@ impl ReportStore {
                 }
             };
             let e = &se.entry;
-            let who = format!(
-                "ledger entry {seq} ({} of report {})",
-                e.kind.as_str(),
-                e.report_id
-            );
-            if e.key_id != key_id {
-                problems.push(Problem {
-                    seq: Some(seq),
-                    report_id: Some(e.report_id.clone()),
-                    kind: "wrong_key",
-                    message: format!("{who} names key {}, not {key_id}", e.key_id),
+            let rotation = e.kind == EntryKind::KeyRotation;
+            let who = if rotation {
+                format!(
+                    "ledger entry {seq} (key rotation to key {})",
+                    e.new_key_id.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "ledger entry {seq} ({} of report {})",
+                    e.kind.as_str(),
+                    e.report_id
+                )
+            };
+            let rid = (!rotation).then(|| e.report_id.clone());
+            let active_id = active.key_id();
+            let signed = e.key_id == active_id && active.verify(&se.bytes, &se.signature);
+            if rotation {
+                match check_rotation(&se, seq, signed, &active, &retired) {
+                    Ok(new) => {
+                        retired.insert(active_id, seq);
+                        if let Some(k) = keys.last_mut() {
+                            k.retired_at_seq = Some(seq);
+                        }
+                        keys.push(KeyEpoch {
+                            key_id: new.key_id(),
+                            public_key: new.to_hex(),
+                            active_from_seq: seq + 1,
+                            retired_at_seq: None,
+                        });
+                        active = new;
+                    }
+                    Err(why) => problems.push(Problem {
+                        seq: Some(seq),
+                        report_id: None,
+                        kind: "bad_rotation",
+                        message: format!("{who}: {why}; the key it names is not trusted"),
+                    }),
+                }
+            } else if e.key_id != active_id {
+                problems.push(match retired.get(&e.key_id) {
+                    Some(at) => Problem {
+                        seq: Some(seq),
+                        report_id: rid.clone(),
+                        kind: "retired_key",
+                        message: format!(
+                            "{who} is signed by key {}, which was retired at entry {at}: written with a rotated-out key",
+                            e.key_id
+                        ),
+                    },
+                    None => Problem {
+                        seq: Some(seq),
+                        report_id: rid.clone(),
+                        kind: "wrong_key",
+                        message: format!("{who} names key {}, not {active_id}", e.key_id),
+                    },
                 });
-            } else if !key.verify(&se.bytes, &se.signature) || e.seq != seq {
+            } else if !signed || e.seq != seq {
                 problems.push(Problem {
                     seq: Some(seq),
-                    report_id: Some(e.report_id.clone()),
+                    report_id: rid.clone(),
                     kind: "bad_signature",
                     message: format!("{who}: the signature does not match: the entry was altered"),
                 });
@@ -1077,7 +1456,7 @@ impl ReportStore {
             if !gap && e.prev_digest != hex::encode(prev) {
                 problems.push(Problem {
                     seq: Some(seq),
-                    report_id: Some(e.report_id.clone()),
+                    report_id: rid.clone(),
                     kind: "chain_break",
                     message: format!(
                         "{who} does not follow entry {}: that entry was altered or replaced",
@@ -1086,6 +1465,9 @@ impl ReportStore {
                 });
             }
             prev = se.digest;
+            if rotation {
+                continue;
+            }
             prev_report = Some(e.report_id.clone());
             match e.kind {
                 EntryKind::Report => {
@@ -1108,6 +1490,7 @@ impl ReportStore {
                         },
                     );
                 }
+                EntryKind::KeyRotation => {}
                 EntryKind::Review | EntryKind::Purge => {
                     let Some(s) = derived.get_mut(&e.report_seq) else {
                         problems.push(Problem {
@@ -1251,6 +1634,8 @@ impl ReportStore {
         Ok(VerifyOutcome {
             ok: problems.is_empty(),
             key_id,
+            active_key_id: active.key_id(),
+            keys,
             entries,
             reports: derived.len() as u64,
             purged,
@@ -1338,6 +1723,63 @@ impl ReportStore {
         }
         Ok(n)
     }
+}
+
+/// Check a key-rotation entry at `seq` against the key active there: signed by it (`signed`),
+/// naming it as the old key, naming a valid new key that never signed this ledger before, and
+/// carrying the new key's signature over the rotation statement. The new key, or why not.
+fn check_rotation(
+    se: &SignedEntry,
+    seq: u64,
+    signed: bool,
+    active: &PublicKey,
+    retired: &BTreeMap<String, u64>,
+) -> std::result::Result<PublicKey, String> {
+    let e = &se.entry;
+    let active_id = active.key_id();
+    if e.key_id != active_id {
+        return Err(format!(
+            "signed by key {}, not by the key active at that point ({active_id}): a forged rotation",
+            e.key_id
+        ));
+    }
+    if !signed || e.seq != seq {
+        return Err(format!(
+            "the signature of the active key {active_id} does not match: the entry was altered or forged"
+        ));
+    }
+    if e.old_public_key.as_deref() != Some(active.to_hex().as_str()) {
+        return Err(format!(
+            "it does not name the active key {active_id} as the key it retires"
+        ));
+    }
+    let new = e
+        .new_public_key
+        .as_deref()
+        .and_then(|h| PublicKey::parse(h).ok())
+        .ok_or("it names no valid new public key")?;
+    let new_id = new.key_id();
+    if e.new_key_id.as_deref() != Some(new_id.as_str()) {
+        return Err("its new_key_id does not match its new public key".into());
+    }
+    if new_id == active_id || retired.contains_key(&new_id) {
+        return Err(format!("key {new_id} already signed this ledger"));
+    }
+    let prev: [u8; 32] = hex::decode(&e.prev_digest)
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .ok_or("its prev_digest is not a SHA-256")?;
+    let proof = e
+        .new_key_proof
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .unwrap_or_default();
+    if !new.verify_rotation(&rotation_statement(seq, &prev, active, &new), &proof) {
+        return Err(format!(
+            "key {new_id} did not sign the rotation statement: no proof that its holder made this rotation"
+        ));
+    }
+    Ok(new)
 }
 
 /// Stops the purge thread when dropped.

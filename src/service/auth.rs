@@ -24,15 +24,18 @@ pub enum Role {
     Auditor,
     /// A replica server following this writer: pull list changes, submit reports and counts.
     Replica,
+    /// Operations: online backups (AdminService). Grants nothing else.
+    Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Scanner,
         Role::Reviewer,
         Role::ListAdmin,
         Role::Auditor,
         Role::Replica,
+        Role::Admin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Role {
             Role::ListAdmin => "list_admin",
             Role::Auditor => "auditor",
             Role::Replica => "replica",
+            Role::Admin => "admin",
         }
     }
 }
@@ -52,7 +56,7 @@ impl Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}: use scanner, reviewer, list_admin, auditor or replica")
+                format!("unknown role {s:?}: use scanner, reviewer, list_admin, auditor, replica or admin")
             })
     }
 }
@@ -92,10 +96,11 @@ pub enum Rpc {
     SubmitReport,
     SubmitScanCounts,
     ReplicationStatus,
+    Backup,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 25] = [
+    pub const ALL: [Rpc; 26] = [
         Rpc::HashImage,
         Rpc::Scan,
         Rpc::MatchHashes,
@@ -121,6 +126,7 @@ impl Rpc {
         Rpc::SubmitReport,
         Rpc::SubmitScanCounts,
         Rpc::ReplicationStatus,
+        Rpc::Backup,
     ];
 
     /// The roles allowed to call this RPC (any one suffices).
@@ -145,6 +151,8 @@ impl Rpc {
                 &[Replica]
             }
             Rpc::ReplicationStatus => &[ListAdmin, Auditor],
+            // A backup copies everything, personal data and the signing key included.
+            Rpc::Backup => &[Admin],
         }
     }
 
@@ -175,6 +183,7 @@ impl Rpc {
             Rpc::SubmitReport => "SubmitReport",
             Rpc::SubmitScanCounts => "SubmitScanCounts",
             Rpc::ReplicationStatus => "ReplicationStatus",
+            Rpc::Backup => "Backup",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! [`start`] binds, serves and returns a [`Running`] handle; [`Running::shutdown`] stops
 //! accepting, lets in-flight requests finish (bounded by the drain timeout) and closes the store.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod limits;
@@ -462,6 +463,9 @@ pub async fn start(
         .set_serving::<pb::report_service_server::ReportServiceServer<reports::ReportSvc>>()
         .await;
     health
+        .set_serving::<pb::admin_service_server::AdminServiceServer<admin::AdminSvc>>()
+        .await;
+    health
         .set_serving::<pb::replication_service_server::ReplicationServiceServer<replication::ReplicationSvc>>()
         .await;
     health
@@ -532,7 +536,10 @@ pub async fn start(
         .add_service(scan_svc)
         .add_service(list_svc)
         .add_service(report_svc)
-        .add_service(replication_svc);
+        .add_service(replication_svc)
+        .add_service(pb::admin_service_server::AdminServiceServer::new(
+            admin::AdminSvc::new(state.clone()),
+        ));
     let follower = follow.map(|(client, key)| {
         tokio::spawn(replication::follow(
             state.clone(),

@@ -158,7 +158,7 @@ fn status(e: ReportError) -> Status {
         ReportError::Invalid(_) => (Code::InvalidArgument, "invalid_report_request"),
         ReportError::WrongState { .. } => (Code::FailedPrecondition, "report_wrong_state"),
         ReportError::Purged(..) => (Code::FailedPrecondition, "report_purged"),
-        ReportError::NoSigningKey | ReportError::Key(_) => {
+        ReportError::NoSigningKey | ReportError::Key(_) | ReportError::NotActiveKey { .. } => {
             (Code::FailedPrecondition, "no_signing_key")
         }
         ReportError::Store(_) | ReportError::Corrupt(_) | ReportError::Io(_) => {
@@ -331,8 +331,17 @@ impl ReportBackend for StoreBackend {
             )
         } else {
             (
-                export::csar_json(&report, &entry, self.rs.public_key().as_ref(), req.draft)
-                    .map_err(status)?,
+                export::csar_json(
+                    &report,
+                    &entry,
+                    // The key that signed this entry, which a rotation may have retired since.
+                    self.rs
+                        .public_key_for(&entry.entry.key_id)
+                        .map_err(status)?
+                        .as_ref(),
+                    req.draft,
+                )
+                .map_err(status)?,
                 "application/json",
             )
         };

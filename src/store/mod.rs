@@ -438,6 +438,27 @@ impl Store {
         Ok(store)
     }
 
+    /// Open a store read-only, as it is: no recovery, no writes (a backup being checked).
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        let db =
+            DB::open_cf_for_read_only(&Options::default(), dir, Self::column_families(), false)?;
+        Ok(Store {
+            db,
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(()),
+            recovered: Vec::new(),
+        })
+    }
+
+    /// A consistent copy of the database in `dest` (which must not exist): a RocksDB
+    /// checkpoint, made while readers and writers go on. Memtables are flushed first, so the
+    /// copy holds every acknowledged write; table files are hard-linked when `dest` is on the
+    /// same filesystem, copied otherwise. The copy is itself a complete database directory.
+    pub fn checkpoint(&self, dest: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dest)?;
+        Ok(())
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
