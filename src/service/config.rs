@@ -17,6 +17,10 @@ use crate::decode::DecodeLimits;
 pub struct ServiceConfig {
     /// gRPC address. Default `127.0.0.1:50051`.
     pub listen: String,
+    /// A second, plaintext gRPC address serving only `grpc.health.v1.Health` (no other
+    /// service, no credentials), for probes that cannot do TLS or client certificates (the
+    /// kubelet's `grpc:` probes). Empty or "off": none (the default).
+    pub health_listen: String,
     /// Data directory (RocksDB store). Default `./baken-data`.
     pub data: PathBuf,
     /// Build the list `demo` from generated, benign images when it is absent, writing the
@@ -169,6 +173,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             listen: "127.0.0.1:50051".into(),
+            health_listen: String::new(),
             data: PathBuf::from("./baken-data"),
             demo_list: true,
             demo_images: PathBuf::from("./baken-demo"),
@@ -221,8 +226,9 @@ impl Default for MetricsConfig {
 }
 
 /// The environment variables [`ServiceConfig::apply_env`] reads, with what they set.
-pub const ENV_VARS: [(&str, &str); 13] = [
+pub const ENV_VARS: [(&str, &str); 14] = [
     ("BAKEN_LISTEN", "listen"),
+    ("BAKEN_HEALTH_LISTEN", "health_listen (\"off\" disables)"),
     ("BAKEN_DATA", "data"),
     ("BAKEN_DEMO_LIST", "demo_list (on/off)"),
     ("BAKEN_MAX_IN_FLIGHT", "max_in_flight"),
@@ -269,6 +275,7 @@ impl ServiceConfig {
             let Some(v) = get(var) else { continue };
             match var {
                 "BAKEN_LISTEN" => self.listen = v,
+                "BAKEN_HEALTH_LISTEN" => self.health_listen = v,
                 "BAKEN_DATA" => self.data = v.into(),
                 "BAKEN_DEMO_LIST" => self.demo_list = on_off(var, &v)?,
                 "BAKEN_MAX_IN_FLIGHT" => self.max_in_flight = number(var, &v)?,
@@ -306,6 +313,11 @@ impl ServiceConfig {
         }
     }
 
+    pub fn health_listen(&self) -> Option<&str> {
+        let l = self.health_listen.trim();
+        (!l.is_empty() && l != "off").then_some(l)
+    }
+
     pub fn metrics_listen(&self) -> Option<&str> {
         let l = self.metrics.listen.trim();
         (!l.is_empty() && l != "off").then_some(l)
@@ -330,6 +342,13 @@ impl ServiceConfig {
             return Err(ServeError::Config(format!(
                 "listening on {addr} (not loopback) needs authorisation: set auth.tokens_file or [[auth.client_cert]] rules (see deploy/baken.toml)"
             )));
+        }
+        if let Some(h) = self.health_listen() {
+            h.parse::<SocketAddr>().map_err(|_| {
+                ServeError::Config(format!(
+                    "health_listen = {h:?}: give an IP address and port or \"off\""
+                ))
+            })?;
         }
         if let Some(m) = self.metrics_listen() {
             m.parse::<SocketAddr>().map_err(|_| {
@@ -439,6 +458,7 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/baken.toml");
         let c = ServiceConfig::from_file(&p).unwrap();
         assert_eq!(c.listen, "0.0.0.0:50051");
+        assert_eq!(c.health_listen(), Some("0.0.0.0:8081"));
         assert_eq!(c.auth.client_cert.len(), 2);
         assert!(c.tls.as_ref().is_some_and(|t| !t.require_client_cert));
         c.validate().unwrap();
