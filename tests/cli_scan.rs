@@ -744,4 +744,71 @@ fn scan_through_a_running_server_sends_hashes_and_finds_the_same_matches() {
     let m = &items.iter().find(|l| l["status"] == "match").unwrap()["matches"][0];
     assert_eq!(m["list"], "known");
     assert_eq!(m["hash_type"], "md5");
+
+    // The same over TLS with a private CA (`--server-ca`), as the Kubernetes Job runs it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = f.dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (name, text) in [
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+        ("ca.pem", ca.pem()),
+    ] {
+        std::fs::write(tls.join(name), text).unwrap();
+    }
+    let mut server = Server(
+        baken(&f.data)
+            .args([
+                "serve",
+                "--no-demo",
+                "--metrics-listen",
+                "off",
+                "--listen",
+                &addr,
+            ])
+            .env("BAKEN_TLS_CERT", tls.join("server.pem"))
+            .env("BAKEN_TLS_KEY", tls.join("server.key"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+        assert!(std::time::Instant::now() < deadline, "no TLS server");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("https://localhost:{port}");
+    let o = baken(&client_data)
+        .args(["scan", "--server", &url])
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "no CA: refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--server-ca"));
+    let o = baken(&client_data)
+        .args(["scan", "--server", &url, "--server-ca"])
+        .arg(tls.join("ca.pem"))
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    drop(server);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = json_lines(&o.stdout);
+    assert_eq!(matched_items(&split(&lines).0), want);
 }

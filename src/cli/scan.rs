@@ -73,6 +73,10 @@ pub struct ScanArgs {
     /// Bearer token for --server.
     #[arg(long, env = "BAKEN_TOKEN", requires = "server")]
     token: Option<String>,
+    /// CA certificate (PEM) that signed the --server's certificate, for an https:// address
+    /// (there are no built-in roots: a service's certificate comes from its own CA).
+    #[arg(long, env = "BAKEN_SERVER_CA", requires = "server")]
+    server_ca: Option<PathBuf>,
     #[command(flatten)]
     report: super::reports::MatchReportArgs,
 }
@@ -437,8 +441,18 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())?;
+            if let Some(ca) = &args.server_ca {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                endpoint = endpoint.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )?;
+            } else if addr.starts_with("https:") {
+                bail!("--server {addr}: give the CA that signed its certificate with --server-ca");
+            }
             let channel = rt
-                .block_on(tonic::transport::Endpoint::from_shared(addr.clone())?.connect())
+                .block_on(endpoint.connect())
                 .with_context(|| format!("connecting to {addr}"))?;
             (
                 Backend::Remote {

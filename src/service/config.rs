@@ -464,6 +464,70 @@ mod tests {
         c.validate().unwrap();
     }
 
+    /// The `baken.toml` block of a ConfigMap in deploy/k8s (no YAML parser needed: the block
+    /// is the lines indented under `  baken.toml: |`).
+    fn configmap_toml(yaml: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for l in yaml.lines() {
+            if inside {
+                if let Some(t) = l.strip_prefix("    ") {
+                    out.push_str(t);
+                } else if !l.trim().is_empty() {
+                    break;
+                }
+                out.push('\n');
+            } else if l.trim_end() == "  baken.toml: |" {
+                inside = true;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_deployment_configurations_parse_and_validate() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let read = |p: &str| std::fs::read_to_string(deploy.join(p)).unwrap();
+        let configs = [
+            ("compose/baken.toml", read("compose/baken.toml")),
+            (
+                "k8s/10-config-writer.yaml",
+                configmap_toml(&read("k8s/10-config-writer.yaml")),
+            ),
+            (
+                "k8s/11-config-replica.yaml",
+                configmap_toml(&read("k8s/11-config-replica.yaml")),
+            ),
+        ];
+        for (name, text) in configs {
+            assert!(text.contains("listen = "), "{name}: no configuration found");
+            // Replication settings come with the replication work; until ServiceConfig has
+            // them, their table is left out here (and only here).
+            let mut kept = String::new();
+            let mut skip = false;
+            for l in text.lines() {
+                if l.starts_with('[') {
+                    skip = l.trim() == "[replication]";
+                }
+                if !skip {
+                    kept.push_str(l);
+                    kept.push('\n');
+                }
+            }
+            let c = ServiceConfig::from_toml(&kept).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.starts_with("k8s/") {
+                assert!(
+                    !c.demo_list,
+                    "{name}: the demo list must be off in production"
+                );
+                assert!(c.tls.is_some() && c.auth_enabled(), "{name}");
+                assert_eq!(c.health_listen(), Some("0.0.0.0:8081"), "{name}");
+                assert_eq!(c.data, PathBuf::from("/var/lib/baken"), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn toml_and_env_override_defaults() {
         let mut c = ServiceConfig::from_toml(
