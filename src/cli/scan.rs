@@ -684,3 +684,41 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         0
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_give_total_and_eta_or_say_why_not() {
+        let t = Totals {
+            files: 250,
+            bytes: 12_500_000,
+            matched_files: 3,
+            ..Totals::default()
+        };
+        assert_eq!(
+            progress_message(&t, 50.0, Total::Known(1000)),
+            "250/1000 files (25%), 12.5 MB, 3 matches, 50.0 files/s, ETA 15s"
+        );
+        assert!(
+            progress_message(&t, 0.0, Total::Known(1000)).ends_with("ETA unknown (no rate yet)")
+        );
+        assert!(
+            progress_message(&t, 50.0, Total::Known(250))
+                .ends_with("250/250 files (100%), 12.5 MB, 3 matches, 50.0 files/s, ETA 0s")
+        );
+        assert!(
+            progress_message(&t, 50.0, Total::Counting(0)).ends_with("total still being counted")
+        );
+        assert!(progress_message(&t, 50.0, Total::Counting(900)).ends_with("(at least 900)"));
+        let unknown = progress_message(&t, 50.0, Total::Unknown);
+        assert!(
+            unknown.starts_with("250 files, ") && unknown.contains("total unknown"),
+            "{unknown}"
+        );
+        assert_eq!(human_duration(59.4), "59s");
+        assert_eq!(human_duration(61.0), "1m01s");
+        assert_eq!(human_duration(7322.0), "2h02m");
+    }
+}
