@@ -243,10 +243,205 @@ fn progress_lines_when_stderr_is_not_a_terminal() {
     let err = String::from_utf8_lossy(&o.stderr);
     let progress: Vec<&str> = err.lines().filter(|l| l.starts_with("scan: ")).collect();
     assert!(progress.len() >= 2, "{err}");
-    assert!(progress.last().unwrap().contains("24 files"), "{err}");
+    assert!(progress.last().unwrap().contains("24/24 files"), "{err}");
     assert!(progress[0].contains("files/s"), "{err}");
     // No terminal control sequences off a terminal.
     assert!(!err.contains('\x1b'), "{err}");
+}
+
+/// The periodic lines carry a total and an ETA when the inputs can be counted (a directory:
+/// counted ahead by a metadata walk, exact at the latest once the reader has enumerated
+/// everything, which is before the last chunk's line), and say the total is unknown for a tar
+/// archive or stdin instead of inventing one. No timing is asserted: with one item a chunk, the
+/// reader cannot be more than a few chunks ahead of the first line (the queue between them
+/// holds one chunk), and the last line always follows the reader's end.
+#[test]
+fn progress_lines_show_a_total_and_eta_when_known_and_say_when_not() {
+    let f = fixture();
+    for i in 0..20 {
+        save_png(&f.root.join(format!("more/{i:03}.png")), 500 + i, 16);
+    }
+    let progress = |o: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.starts_with("scan: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let args = ["scan", "--chunk-items", "1", "--progress-interval", "0"];
+
+    // A directory: a total and an ETA.
+    let o = baken(&f.data).args(args).arg(&f.root).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let lines = progress(&o);
+    assert_eq!(lines.len(), 24, "{lines:?}");
+    let last = lines.last().unwrap();
+    assert!(last.contains("24/24 files (100%)"), "{last}");
+    assert!(last.contains("ETA 0s"), "{last}");
+    // Every line that has a total has the right one and an ETA.
+    for l in &lines {
+        if l.contains('/') && l.contains(" files (") {
+            assert!(l.contains("/24 files") && l.contains("ETA"), "{l}");
+        }
+    }
+
+    // A tar archive: unknown at first, said so; exact at the end.
+    let tar_path = f.dir.path().join("tree.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    b.append_dir_all("imgs", &f.root).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let o = baken(&f.data).args(args).arg(&tar_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let lines = progress(&o);
+    assert!(lines[0].contains("total unknown"), "{lines:?}");
+    assert!(!lines[0].contains("ETA"), "{lines:?}");
+    assert!(lines.last().unwrap().contains("24/24 files"), "{lines:?}");
+
+    // Stdin: the same.
+    let mut child = baken(&f.data)
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut w = child.stdin.take().unwrap();
+        for p in common::files_under(&f.root) {
+            writeln!(w, "{}", s(&p)).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let lines = progress(&o);
+    assert!(lines[0].contains("total unknown"), "{lines:?}");
+    assert!(lines.last().unwrap().contains("24/24 files"), "{lines:?}");
+}
+
+/// `--shard K/N`: N runs over the same inputs (a directory with a tar archive in it and a
+/// missing path) cover every item exactly once; each shard has its own checkpoint, so one
+/// shard's interruption and resume neither disturbs nor is disturbed by another shard.
+#[test]
+fn shards_cover_every_item_exactly_once_with_a_checkpoint_each() {
+    let (f, _) = many(120);
+    let tar_path = f.root.join("z/members.tar");
+    std::fs::create_dir_all(tar_path.parent().unwrap()).unwrap();
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+        b.append_dir_all("m", f.root.join("many/01")).unwrap();
+        b.finish().unwrap();
+    }
+    let missing = f.dir.path().join("missing.png");
+    let run = |shard: Option<&str>| -> Vec<String> {
+        let mut c = baken(&f.data);
+        c.args(["scan", "--all"]).arg(&f.root).arg(&missing);
+        if let Some(k) = shard {
+            c.args(["--shard", k]);
+        }
+        let o = c.output().unwrap();
+        // 2 for the shard that has the missing path, 1 or 0 for the others (matches or not).
+        let want = if shard.is_none() { 2..=2 } else { 0..=2 };
+        assert!(
+            o.status.code().is_some_and(|c| want.contains(&c)),
+            "{:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let lines = json_lines(&o.stdout);
+        let (items, summary) = split(&lines);
+        assert_eq!(summary["files"], items.len() as u64);
+        assert_eq!(summary.get("shard").and_then(|v| v.as_str()), shard);
+        items
+            .iter()
+            .map(|l| l["item"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut all = run(None);
+    assert!(all.iter().any(|i| i.contains("members.tar!m/")), "{all:?}");
+    assert!(all.contains(&s(&missing)));
+    all.sort();
+    let mut union = Vec::new();
+    for k in 0..3 {
+        let part = run(Some(&format!("{k}/3")));
+        assert!(!part.is_empty() && part.len() < all.len());
+        union.extend(part);
+    }
+    union.sort();
+    // Union = all, and no duplicates (so the shards are disjoint).
+    assert_eq!(union, all);
+    let one = run(Some("0/1"));
+    assert_eq!(one.len(), all.len());
+
+    for bad in ["3/3", "1/0", "x"] {
+        let o = baken(&f.data)
+            .args(["scan", "--shard", bad])
+            .arg(&f.root)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("K/N"), "{bad}");
+    }
+
+    // Shard 0 is killed after a checkpoint; shard 1 runs to the end meanwhile (its own
+    // checkpoint, removed when it finishes); shard 0 resumes and does each of its items once.
+    let out0 = f.dir.path().join("shard0.jsonl");
+    let shard0 = |resume: bool| {
+        let mut c = baken(&f.data);
+        c.args([
+            "scan",
+            "--all",
+            "--shard",
+            "0/2",
+            "--chunk-items",
+            "5",
+            "--chunk-delay-ms",
+            "100",
+            "--out",
+        ])
+        .arg(&out0)
+        .arg(&f.root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let mut child = shard0(false).spawn().unwrap();
+    let ck = wait_for_checkpoint(&f.data, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out1 = f.dir.path().join("shard1.jsonl");
+    let o = baken(&f.data)
+        .args(["scan", "--all", "--resume", "--shard", "1/2", "--out"])
+        .arg(&out1)
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no checkpoint for these inputs"), "{err}");
+    let cks: Vec<_> = std::fs::read_dir(f.data.join("scan-checkpoints"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cks.len(), 1, "shard 0's checkpoint is still there: {cks:?}");
+    let o = shard0(true).output().unwrap();
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{o:?}");
+    let lines = json_lines(&std::fs::read(&out0).unwrap());
+    let (items, summary) = split(&lines);
+    assert!(summary["resumed_from"].as_u64() >= ck["completed"].as_u64());
+    let mut got: Vec<String> = items
+        .iter()
+        .chain(split(&json_lines(&std::fs::read(&out1).unwrap())).0.iter())
+        .map(|l| l["item"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = all.into_iter().filter(|i| *i != s(&missing)).collect();
+    want.sort();
+    assert_eq!(got, want, "two shards, one resumed: every item once");
 }
 
 fn wait_for_checkpoint(data: &Path, child: &mut std::process::Child) -> serde_json::Value {
@@ -549,4 +744,71 @@ fn scan_through_a_running_server_sends_hashes_and_finds_the_same_matches() {
     let m = &items.iter().find(|l| l["status"] == "match").unwrap()["matches"][0];
     assert_eq!(m["list"], "known");
     assert_eq!(m["hash_type"], "md5");
+
+    // The same over TLS with a private CA (`--server-ca`), as the Kubernetes Job runs it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = f.dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (name, text) in [
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+        ("ca.pem", ca.pem()),
+    ] {
+        std::fs::write(tls.join(name), text).unwrap();
+    }
+    let mut server = Server(
+        baken(&f.data)
+            .args([
+                "serve",
+                "--no-demo",
+                "--metrics-listen",
+                "off",
+                "--listen",
+                &addr,
+            ])
+            .env("BAKEN_TLS_CERT", tls.join("server.pem"))
+            .env("BAKEN_TLS_KEY", tls.join("server.key"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(server.0.try_wait().unwrap().is_none(), "the server exited");
+        assert!(std::time::Instant::now() < deadline, "no TLS server");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("https://localhost:{port}");
+    let o = baken(&client_data)
+        .args(["scan", "--server", &url])
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "no CA: refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--server-ca"));
+    let o = baken(&client_data)
+        .args(["scan", "--server", &url, "--server-ca"])
+        .arg(tls.join("ca.pem"))
+        .arg(&f.root)
+        .output()
+        .unwrap();
+    drop(server);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = json_lines(&o.stdout);
+    assert_eq!(matched_items(&split(&lines).0), want);
 }

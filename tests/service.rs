@@ -1372,6 +1372,7 @@ async fn tls_and_mutual_tls_identities() {
             client_ca: Some(ca_p),
             require_client_cert: true,
         });
+        c.health_listen = "127.0.0.1:0".into();
         c.auth.client_cert = vec![
             service::auth::CertRule {
                 name: "scanner-1".into(),
@@ -1433,7 +1434,39 @@ async fn tls_and_mutual_tls_identities() {
     if let Ok(ch) = plain {
         assert_ne!(call(&ch, "Scan", None, &img).await, Code::Ok);
     }
+    // The plaintext health-only listener (for the kubelet's grpc: probes, which cannot present
+    // a client certificate) answers health checks and nothing else.
+    let health_addr = running.health_addr.expect("health_listen was set");
+    let hch = channel(health_addr).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(hch.clone());
+    for service in ["", "baken.v1.ScanService"] {
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    assert_eq!(call(&hch, "Scan", None, &img).await, Code::Unimplemented);
+    assert_eq!(
+        call(&hch, "ListLists", None, &img).await,
+        Code::Unimplemented
+    );
     running.shutdown().await;
+    // Gone with the server.
+    assert!(
+        Endpoint::from_shared(format!("http://{health_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

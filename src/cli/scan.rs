@@ -19,7 +19,7 @@ use sha2::Digest;
 
 use crate::hashing::{self, HashOptions, Hasher};
 use crate::index::Matcher;
-use crate::scan::{ScanItem, ScanOptions};
+use crate::scan::{ScanItem, ScanOptions, ScanTotal, Shard, Total};
 use crate::service::pb;
 use crate::service::pb::scan_service_client::ScanServiceClient;
 
@@ -46,6 +46,12 @@ pub struct ScanArgs {
     /// Also print a line for every file without a match (path, status, error kind; no hashes).
     #[arg(long)]
     all: bool,
+    /// Scan only shard K of N (`K/N`, 0 <= K < N): the items whose id (path, or
+    /// `archive.tar!member`) hashes to K modulo N. N runs with K = 0..N-1 over the same inputs
+    /// cover every item exactly once (an indexed Kubernetes Job: `--shard
+    /// $(JOB_COMPLETION_INDEX)/N`); each shard has its own checkpoint.
+    #[arg(long)]
+    shard: Option<Shard>,
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, default_value_t = 10.0)]
     progress_interval: f64,
@@ -67,6 +73,10 @@ pub struct ScanArgs {
     /// Bearer token for --server.
     #[arg(long, env = "BAKEN_TOKEN", requires = "server")]
     token: Option<String>,
+    /// CA certificate (PEM) that signed the --server's certificate, for an https:// address
+    /// (there are no built-in roots: a service's certificate comes from its own CA).
+    #[arg(long, env = "BAKEN_SERVER_CA", requires = "server")]
+    server_ca: Option<PathBuf>,
     #[command(flatten)]
     report: super::reports::MatchReportArgs,
 }
@@ -215,9 +225,9 @@ struct Checkpoint {
     totals: Totals,
 }
 
-/// The job id: SHA-256 of the canonicalised inputs and the list filter, so a resume picks up the
-/// same scan and only that.
-fn job_id(inputs: &[String], lists: &[String]) -> String {
+/// The job id: SHA-256 of the canonicalised inputs, the list filter and the shard, so a resume
+/// picks up the same scan (and shard) and only that.
+fn job_id(inputs: &[String], lists: &[String], shard: Option<Shard>) -> String {
     let canon = |p: &str| {
         std::fs::canonicalize(p)
             .map(|c| c.to_string_lossy().into_owned())
@@ -233,7 +243,11 @@ fn job_id(inputs: &[String], lists: &[String]) -> String {
         .collect();
     let mut lists = lists.to_vec();
     lists.sort();
-    let key = serde_json::json!({ "inputs": inputs, "lists": lists });
+    let mut key = serde_json::json!({ "inputs": inputs, "lists": lists });
+    // Added only when sharded, so the ids (and checkpoints) of unsharded scans stay as they were.
+    if let Some(s) = shard {
+        key["shard"] = s.to_string().into();
+    }
     hex::encode(sha2::Sha256::digest(key.to_string().as_bytes()))
 }
 
@@ -285,41 +299,56 @@ impl Output {
     }
 }
 
-/// Progress: a bar on a terminal, a plain line every interval otherwise.
+/// Progress: a bar on a terminal, a plain line every interval otherwise. Both show the total
+/// and an ETA once the total is known (see [`ScanTotal`]), and say so when it is not.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    /// The bar has its length (it starts as a spinner while the total is counted).
+    bar_sized: bool,
     interval: Duration,
     last: Instant,
+    /// `scan` or `scan[shard K/N]`, so the lines of N pods are told apart in collected logs.
+    label: String,
 }
 
 impl Progress {
-    fn new(interval: Duration) -> Self {
+    fn new(interval: Duration, shard: Option<Shard>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            // The total is unknown without a second walk, so a spinner with counts and rate.
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
         Progress {
             bar,
+            bar_sized: false,
             interval,
             last: Instant::now(),
+            label: match shard {
+                Some(s) => format!("scan[shard {s}]"),
+                None => "scan".to_owned(),
+            },
         }
     }
 
-    fn update(&mut self, t: &Totals, rate: f64) {
-        let msg = format!(
-            "{} files, {}, {} matches, {:.1} files/s",
-            t.files,
-            human_bytes(t.bytes),
-            t.matched_files,
-            rate
-        );
+    /// `rate`: files per second in this run; `total`: items of the whole job, resumed runs'
+    /// included, like `t.files`.
+    fn update(&mut self, t: &Totals, rate: f64, total: Total) {
+        let msg = progress_message(t, rate, total);
         if let Some(b) = &self.bar {
+            if let Total::Known(n) = total {
+                if !self.bar_sized {
+                    self.bar_sized = true;
+                    b.set_length(n);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {msg}") {
+                        b.set_style(style);
+                    }
+                }
+                b.set_position(t.files.min(n));
+            }
             b.set_message(msg);
         } else if self.last.elapsed() >= self.interval {
             self.last = Instant::now();
-            eprintln!("scan: {msg}");
+            eprintln!("{}: {msg}", self.label);
         }
     }
 
@@ -327,6 +356,51 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// One progress line: files (of the total), bytes, matches, rate, then the ETA or why there
+/// is none.
+fn progress_message(t: &Totals, rate: f64, total: Total) -> String {
+    let files = match total {
+        Total::Known(n) if n > 0 => format!(
+            "{}/{n} files ({:.0}%)",
+            t.files,
+            t.files as f64 * 100.0 / n as f64
+        ),
+        Total::Known(n) => format!("{}/{n} files", t.files),
+        _ => format!("{} files", t.files),
+    };
+    let tail = match total {
+        Total::Known(n) => {
+            let left = n.saturating_sub(t.files);
+            if left == 0 {
+                "ETA 0s".to_owned()
+            } else if rate > 0.0 {
+                format!("ETA {}", human_duration(left as f64 / rate))
+            } else {
+                "ETA unknown (no rate yet)".to_owned()
+            }
+        }
+        Total::Counting(0) => "total still being counted".to_owned(),
+        Total::Counting(n) => format!("total still being counted (at least {n})"),
+        Total::Unknown => {
+            "total unknown until the end (stdin or tar archives are not counted ahead)".to_owned()
+        }
+    };
+    format!(
+        "{files}, {}, {} matches, {rate:.1} files/s, {tail}",
+        human_bytes(t.bytes),
+        t.matched_files
+    )
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.round().clamp(0.0, u64::MAX as f64) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -367,8 +441,18 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())?;
+            if let Some(ca) = &args.server_ca {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                endpoint = endpoint.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )?;
+            } else if addr.starts_with("https:") {
+                bail!("--server {addr}: give the CA that signed its certificate with --server-ca");
+            }
             let channel = rt
-                .block_on(tonic::transport::Endpoint::from_shared(addr.clone())?.connect())
+                .block_on(endpoint.connect())
                 .with_context(|| format!("connecting to {addr}"))?;
             (
                 Backend::Remote {
@@ -390,7 +474,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     });
     let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
 
-    let job = job_id(&args.inputs, &args.lists);
+    let job = job_id(&args.inputs, &args.lists, args.shard);
     let ck_dir = data.join("scan-checkpoints");
     std::fs::create_dir_all(&ck_dir).with_context(|| format!("creating {}", ck_dir.display()))?;
     let ck_path = ck_dir.join(format!("{job}.json"));
@@ -451,11 +535,16 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         .build()?;
     let opts = ScanOptions {
         skip,
+        shard: args.shard,
         chunk_items: args.chunk_items as usize,
         max_input_bytes: hasher.options().limits.max_input_bytes,
         ..ScanOptions::default()
     };
-    let mut progress = Progress::new(Duration::from_secs_f64(args.progress_interval.max(0.0)));
+    let mut progress = Progress::new(
+        Duration::from_secs_f64(args.progress_interval.max(0.0)),
+        args.shard,
+    );
+    let total = ScanTotal::default();
     let start = Instant::now();
 
     let on_chunk = |items: Vec<ScanItem>| -> anyhow::Result<()> {
@@ -543,18 +632,22 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         };
         write_atomic(&ck_path, &serde_json::to_vec(&ck)?)?;
         let secs = start.elapsed().as_secs_f64().max(1e-9);
-        progress.update(&totals, (totals.files - files_before) as f64 / secs);
+        progress.update(
+            &totals,
+            (totals.files - files_before) as f64 / secs,
+            total.get(),
+        );
         if args.chunk_delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(args.chunk_delay_ms));
         }
         Ok(())
     };
-    pool.install(|| crate::scan::scan(&args.inputs, &opts, &hasher, &STOP, on_chunk))?;
+    pool.install(|| crate::scan::scan(&args.inputs, &opts, &hasher, &STOP, &total, on_chunk))?;
     progress.finish();
 
     let interrupted = STOP.load(Ordering::SeqCst);
     totals.elapsed_s = base_elapsed + start.elapsed().as_secs_f64();
-    let summary = serde_json::json!({ "summary": {
+    let mut summary = serde_json::json!({ "summary": {
         "files": totals.files,
         "bytes": totals.bytes,
         "matched_files": totals.matched_files,
@@ -566,6 +659,9 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         "resumed_from": skip,
         "interrupted": interrupted,
     }});
+    if let Some(s) = args.shard {
+        summary["summary"]["shard"] = s.to_string().into();
+    }
     out.line(&summary)?;
     out.commit()?;
     // On stderr too, so a human sees it when stdout goes to a pipe or the output to a file.
@@ -587,4 +683,42 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     } else {
         0
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_give_total_and_eta_or_say_why_not() {
+        let t = Totals {
+            files: 250,
+            bytes: 12_500_000,
+            matched_files: 3,
+            ..Totals::default()
+        };
+        assert_eq!(
+            progress_message(&t, 50.0, Total::Known(1000)),
+            "250/1000 files (25%), 12.5 MB, 3 matches, 50.0 files/s, ETA 15s"
+        );
+        assert!(
+            progress_message(&t, 0.0, Total::Known(1000)).ends_with("ETA unknown (no rate yet)")
+        );
+        assert!(
+            progress_message(&t, 50.0, Total::Known(250))
+                .ends_with("250/250 files (100%), 12.5 MB, 3 matches, 50.0 files/s, ETA 0s")
+        );
+        assert!(
+            progress_message(&t, 50.0, Total::Counting(0)).ends_with("total still being counted")
+        );
+        assert!(progress_message(&t, 50.0, Total::Counting(900)).ends_with("(at least 900)"));
+        let unknown = progress_message(&t, 50.0, Total::Unknown);
+        assert!(
+            unknown.starts_with("250 files, ") && unknown.contains("total unknown"),
+            "{unknown}"
+        );
+        assert_eq!(human_duration(59.4), "59s");
+        assert_eq!(human_duration(61.0), "1m01s");
+        assert_eq!(human_duration(7322.0), "2h02m");
+    }
 }

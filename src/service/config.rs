@@ -17,6 +17,10 @@ use crate::decode::DecodeLimits;
 pub struct ServiceConfig {
     /// gRPC address. Default `127.0.0.1:50051`.
     pub listen: String,
+    /// A second, plaintext gRPC address serving only `grpc.health.v1.Health` (no other
+    /// service, no credentials), for probes that cannot do TLS or client certificates (the
+    /// kubelet's `grpc:` probes). Empty or "off": none (the default).
+    pub health_listen: String,
     /// Data directory (RocksDB store). Default `./baken-data`.
     pub data: PathBuf,
     /// Build the list `demo` from generated, benign images when it is absent, writing the
@@ -228,6 +232,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             listen: "127.0.0.1:50051".into(),
+            health_listen: String::new(),
             data: PathBuf::from("./baken-data"),
             demo_list: true,
             demo_images: PathBuf::from("./baken-demo"),
@@ -281,8 +286,9 @@ impl Default for MetricsConfig {
 }
 
 /// The environment variables [`ServiceConfig::apply_env`] reads, with what they set.
-pub const ENV_VARS: [(&str, &str); 15] = [
+pub const ENV_VARS: [(&str, &str); 16] = [
     ("BAKEN_LISTEN", "listen"),
+    ("BAKEN_HEALTH_LISTEN", "health_listen (\"off\" disables)"),
     ("BAKEN_DATA", "data"),
     ("BAKEN_DEMO_LIST", "demo_list (on/off)"),
     ("BAKEN_MAX_IN_FLIGHT", "max_in_flight"),
@@ -334,6 +340,7 @@ impl ServiceConfig {
             let Some(v) = get(var) else { continue };
             match var {
                 "BAKEN_LISTEN" => self.listen = v,
+                "BAKEN_HEALTH_LISTEN" => self.health_listen = v,
                 "BAKEN_DATA" => self.data = v.into(),
                 "BAKEN_DEMO_LIST" => self.demo_list = on_off(var, &v)?,
                 "BAKEN_MAX_IN_FLIGHT" => self.max_in_flight = number(var, &v)?,
@@ -384,6 +391,11 @@ impl ServiceConfig {
         }
     }
 
+    pub fn health_listen(&self) -> Option<&str> {
+        let l = self.health_listen.trim();
+        (!l.is_empty() && l != "off").then_some(l)
+    }
+
     pub fn metrics_listen(&self) -> Option<&str> {
         let l = self.metrics.listen.trim();
         (!l.is_empty() && l != "off").then_some(l)
@@ -408,6 +420,13 @@ impl ServiceConfig {
             return Err(ServeError::Config(format!(
                 "listening on {addr} (not loopback) needs authorisation: set auth.tokens_file or [[auth.client_cert]] rules (see deploy/baken.toml)"
             )));
+        }
+        if let Some(h) = self.health_listen() {
+            h.parse::<SocketAddr>().map_err(|_| {
+                ServeError::Config(format!(
+                    "health_listen = {h:?}: give an IP address and port or \"off\""
+                ))
+            })?;
         }
         if let Some(m) = self.metrics_listen() {
             m.parse::<SocketAddr>().map_err(|_| {
@@ -549,9 +568,61 @@ mod tests {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/baken.toml");
         let c = ServiceConfig::from_file(&p).unwrap();
         assert_eq!(c.listen, "0.0.0.0:50051");
+        assert_eq!(c.health_listen(), Some("0.0.0.0:8081"));
         assert_eq!(c.auth.client_cert.len(), 2);
         assert!(c.tls.as_ref().is_some_and(|t| !t.require_client_cert));
         c.validate().unwrap();
+    }
+
+    /// The `baken.toml` block of a ConfigMap in deploy/k8s (no YAML parser needed: the block
+    /// is the lines indented under `  baken.toml: |`).
+    fn configmap_toml(yaml: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for l in yaml.lines() {
+            if inside {
+                if let Some(t) = l.strip_prefix("    ") {
+                    out.push_str(t);
+                } else if !l.trim().is_empty() {
+                    break;
+                }
+                out.push('\n');
+            } else if l.trim_end() == "  baken.toml: |" {
+                inside = true;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_deployment_configurations_parse_and_validate() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let read = |p: &str| std::fs::read_to_string(deploy.join(p)).unwrap();
+        let configs = [
+            ("compose/baken.toml", read("compose/baken.toml")),
+            (
+                "k8s/10-config-writer.yaml",
+                configmap_toml(&read("k8s/10-config-writer.yaml")),
+            ),
+            (
+                "k8s/11-config-replica.yaml",
+                configmap_toml(&read("k8s/11-config-replica.yaml")),
+            ),
+        ];
+        for (name, text) in configs {
+            assert!(text.contains("listen = "), "{name}: no configuration found");
+            let c = ServiceConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.starts_with("k8s/") {
+                assert!(
+                    !c.demo_list,
+                    "{name}: the demo list must be off in production"
+                );
+                assert!(c.tls.is_some() && c.auth_enabled(), "{name}");
+                assert_eq!(c.health_listen(), Some("0.0.0.0:8081"), "{name}");
+                assert_eq!(c.data, PathBuf::from("/var/lib/baken"), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -213,6 +213,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the plaintext health-only gRPC listener is, if enabled.
+    pub health_addr: Option<SocketAddr>,
     state: Arc<State>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -490,6 +492,32 @@ pub async fn start(
         .build_v1alpha()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
 
+    // The health-only listener shares the reporter, so it turns NOT_SERVING with the main one
+    // at shutdown. Plaintext is safe here: the health status is all it serves.
+    let health_addr = match state.config.health_listen() {
+        Some(h) => {
+            let l = TcpListener::bind(h)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: h.to_string(),
+                    source,
+                })?;
+            let haddr = l
+                .local_addr()
+                .map_err(|e| ServeError::Transport(e.to_string()))?;
+            let mut rx = stop_rx.clone();
+            tokio::spawn(
+                Server::builder()
+                    .add_service(health_service.clone())
+                    .serve_with_incoming_shutdown(TcpIncoming::from(l), async move {
+                        let _ = rx.changed().await;
+                    }),
+            );
+            Some(haddr)
+        }
+        None => None,
+    };
+
     let max = state.config.max_message_bytes;
     let scan_svc =
         pb::scan_service_server::ScanServiceServer::new(scan::ScanSvc::new(state.clone()))
@@ -556,6 +584,7 @@ pub async fn start(
     }));
     tracing::info!(
         %addr,
+        health = ?health_addr,
         metrics = ?metrics_task.as_ref().map(|m| m.0),
         tls = state.config.tls.is_some(),
         auth = state.auth.enabled,
@@ -569,6 +598,7 @@ pub async fn start(
     Ok(Running {
         addr,
         metrics_addr,
+        health_addr,
         state,
         stop,
         server,
