@@ -556,4 +556,16 @@ async fn a_replica_applies_nothing_unless_the_writer_key_signed_it() {
     );
     // Its scans find nothing (and say nothing about the unverified list).
     assert!(matches(&ch, &img).await.is_empty());
+
+    // Trusting two keys (as while a list-signing key is rotated), one of them the writer's:
+    // after a restart it follows.
+    let mut bundle = std::fs::read_to_string(&wrong).unwrap();
+    bundle.push_str(&std::fs::read_to_string(dir.join("writer.pub")).unwrap());
+    std::fs::write(&wrong, bundle).unwrap();
+    let mut r = r;
+    r.restart();
+    wait_for(&r, "known", 1).await;
+    let ch = r.channel().await;
+    assert_eq!(health(&ch, "").await, SERVING);
+    assert_eq!(matches(&ch, &img).await.len(), 1);
 }

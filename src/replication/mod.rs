@@ -126,11 +126,34 @@ pub fn default_key_path(data: &Path) -> PathBuf {
     data.join(LIST_KEY_FILE)
 }
 
-/// Read a public key file (PEM or hex, as `baken list public-key` prints it).
-pub fn load_public_key(path: &Path) -> Result<PublicKey> {
+/// Read the writer's list-signing public keys: one or more PEM blocks or hex lines (as
+/// `baken list public-key` prints them; `#` comments allowed). More than one key lets a
+/// list-signing key be rotated without a gap: replicas trust old and new while the writer
+/// switches.
+pub fn load_public_keys(path: &Path) -> Result<Vec<PublicKey>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ReplicationError::Key(format!("reading {}: {e}", path.display())))?;
-    PublicKey::parse(&text).map_err(|e| ReplicationError::Key(format!("{}: {e}", path.display())))
+    let bad = |e: String| ReplicationError::Key(format!("{}: {e}", path.display()));
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    if text.contains("-----BEGIN") {
+        for block in text
+            .split_inclusive(END)
+            .filter(|b| b.contains("-----BEGIN"))
+        {
+            keys.push(PublicKey::parse(block).map_err(|e| bad(e.to_string()))?);
+        }
+    } else {
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                keys.push(PublicKey::parse(line).map_err(|e| bad(e.to_string()))?);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(bad("no public key in it".into()));
+    }
+    Ok(keys)
 }
 
 /// A pull being applied to a replica's store: records are staged as they arrive; [`finish`]
@@ -162,19 +185,21 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Check the end against the records received and the writer's key, then commit.
-    pub fn finish(self, end: &PullEnd, key: &PublicKey) -> Result<ListMeta> {
+    /// Check the end against the records received and the writer's keys (any one may have
+    /// signed it), then commit.
+    pub fn finish(self, end: &PullEnd, keys: &[PublicKey]) -> Result<ListMeta> {
         let reject = |reason: String| ReplicationError::Rejected {
             list: self.writer.name.clone(),
             reason,
         };
         let msg = signed_message(&end.list, end.from, end.to, end.entries, &end.digest);
-        if !key.verify(&msg, &end.signature) {
+        if !keys.iter().any(|k| k.verify(&msg, &end.signature)) {
+            let trusted: Vec<String> = keys.iter().map(PublicKey::key_id).collect();
             return Err(reject(format!(
-                "bad signature (signed by key {}, expected key {}): is list_public_key the \
+                "bad signature (signed by key {}, trusted keys {}): is list_public_key the \
                  writer's `baken list public-key`?",
                 end.key_id,
-                key.key_id()
+                trusted.join(", ")
             )));
         }
         let meta: ListMeta =

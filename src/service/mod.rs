@@ -313,7 +313,7 @@ pub async fn start(
     let replication = replication::Replication::new(&config)?;
     let follow = match config.replication.mode {
         config::ReplicationMode::Replica => {
-            let key = crate::replication::load_public_key(
+            let keys = crate::replication::load_public_keys(
                 config
                     .replication
                     .list_public_key
@@ -321,7 +321,7 @@ pub async fn start(
                     .unwrap_or(std::path::Path::new("")),
             )
             .map_err(|e| ServeError::Config(e.to_string()))?;
-            Some((replication::writer_client(&config)?, key))
+            Some((replication::writer_client(&config)?, keys))
         }
         _ => None,
     };
@@ -568,11 +568,11 @@ pub async fn start(
         .add_service(pb::admin_service_server::AdminServiceServer::new(
             admin::AdminSvc::new(state.clone()),
         ));
-    let follower = follow.map(|(client, key)| {
+    let follower = follow.map(|(client, keys)| {
         tokio::spawn(replication::follow(
             state.clone(),
             client,
-            key,
+            keys,
             health.clone(),
             stop_rx.clone(),
         ))

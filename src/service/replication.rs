@@ -484,14 +484,14 @@ pub fn writer_client(config: &ServiceConfig) -> Result<WriterClient, ServeError>
 pub async fn follow(
     st: Arc<State>,
     mut client: WriterClient,
-    key: PublicKey,
+    keys: Vec<PublicKey>,
     health: tonic_health::server::HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
     let poll = Duration::from_millis(st.config.replication.poll_interval_ms.max(50));
     loop {
         let t0 = Instant::now();
-        let round = sync_once(&st, &mut client, &key).await;
+        let round = sync_once(&st, &mut client, &keys).await;
         let first = {
             let mut s = st.replication.status();
             s.last_sync = crate::store::now_rfc3339();
@@ -538,7 +538,7 @@ pub async fn follow(
 async fn sync_once(
     st: &Arc<State>,
     client: &mut WriterClient,
-    key: &PublicKey,
+    keys: &[PublicKey],
 ) -> Result<(), String> {
     let lists = client
         .list_versions(pb::ListVersionsRequest {})
@@ -566,7 +566,7 @@ async fn sync_once(
         }
         let from = local.map_or(0, |l| l.version);
         let t0 = Instant::now();
-        let meta = pull(st, client, key, &w.name, from).await?;
+        let meta = pull(st, client, keys, &w.name, from).await?;
         tracing::info!(list = %meta.name, from, to = meta.version, entries = meta.live_entries, elapsed_ms = t0.elapsed().as_millis() as u64, "replication: list updated");
         pulled = true;
     }
@@ -585,7 +585,7 @@ async fn sync_once(
 async fn pull(
     st: &Arc<State>,
     client: &mut WriterClient,
-    key: &PublicKey,
+    keys: &[PublicKey],
     list: &str,
     from: u64,
 ) -> Result<ListMeta, String> {
@@ -599,7 +599,7 @@ async fn pull(
         .map_err(|s| format!("PullChanges {list}: {}", s.message()))?
         .into_inner();
     let rt = tokio::runtime::Handle::current();
-    let (st, key, list) = (st.clone(), key.clone(), list.to_string());
+    let (st, keys, list) = (st.clone(), keys.to_vec(), list.to_string());
     let actor = format!("replication:{}", st.config.replication.upstream);
     tokio::task::spawn_blocking(move || -> Result<ListMeta, String> {
         let mut next = || -> Result<Option<Part>, String> {
@@ -642,7 +642,7 @@ async fn pull(
                         key_id: e.key_id,
                         signature: e.signature,
                     };
-                    return applier.finish(&end, &key).map_err(|e| e.to_string());
+                    return applier.finish(&end, &keys).map_err(|e| e.to_string());
                 }
                 Some(Part::Start(_)) => {
                     return Err(format!("PullChanges {list}: a second start"));
