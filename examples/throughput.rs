@@ -13,6 +13,21 @@ use std::time::Instant;
 
 use baken::hashing::{self, HashOptions, Hasher, PdqMode};
 
+/// CPU time of this process, all threads, user + system, in seconds (/proc/self/stat; Linux
+/// reports it in USER_HZ = 100 ticks a second). On a shared machine the CPU time a parallel pass
+/// obtained says how many cores it really had, which wall time alone cannot.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut algo = "pdq".to_string();
@@ -51,11 +66,14 @@ fn main() {
     };
     pass(); // warm-up (page cache, allocator, DCT tables, rayon threads)
     let mut per_pass = Vec::new();
+    let cpu0 = cpu_seconds();
     for _ in 0..passes {
         let t = Instant::now();
         pass();
         per_pass.push(t.elapsed().as_secs_f64());
     }
+    let cpu_per_pass = (cpu_seconds() - cpu0) / passes as f64;
+    let wall_per_pass = per_pass.iter().sum::<f64>() / passes as f64;
     per_pass.sort_by(f64::total_cmp);
     let median = per_pass[per_pass.len() / 2];
     let bytes: usize = files.iter().map(Vec::len).sum();
@@ -65,7 +83,7 @@ fn main() {
         1
     };
     println!(
-        "{{\"impl\":\"baken\",\"algo\":\"{algo}\",\"mode\":\"{mode}\",\"fast\":{fast},\"batch\":{batch},\"threads\":{threads},\"files\":{},\"bytes\":{bytes},\"passes\":{passes},\"median_pass_s\":{median:.4},\"images_per_s\":{:.2}}}",
+        "{{\"impl\":\"baken\",\"algo\":\"{algo}\",\"mode\":\"{mode}\",\"fast\":{fast},\"batch\":{batch},\"threads\":{threads},\"files\":{},\"bytes\":{bytes},\"passes\":{passes},\"median_pass_s\":{median:.4},\"images_per_s\":{:.2},\"cpu_s_per_pass\":{cpu_per_pass:.3},\"mean_pass_s\":{wall_per_pass:.4}}}",
         files.len(),
         files.len() as f64 / median
     );
