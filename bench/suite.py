@@ -29,6 +29,9 @@ TEMPLATE = os.path.join(BENCH, "benchmarks.md.in")
 STAGES = ["hashing", "scaling", "matching", "store", "scan", "service", "robustness"]
 # Binaries the suite runs, relative to the cargo target's release directory.
 BINARIES = ["baken", "examples/throughput", "examples/matching_scale", "examples/service_load"]
+# Built and set aside when their source is in the checkout: bench/robustness.py's distractor
+# generator lands from its own branch.
+OPTIONAL_BINARIES = ["examples/distractors"]
 
 
 class Skip(Exception):
@@ -284,7 +287,7 @@ def stage_hashing(ctx):
         for key, name, _, _ in BAKEN_ALGOS:
             ys = [get(s["key"], key) for s in jsets]
             ax.plot(xs, ys, marker="o", label=f"Baken {key}")
-        for key, impl, colour in (("pdq-full", "pdqhash", "black"), ("phash", "imagehash", "grey")):
+        for key, impl, colour in (("pdq-full", "pdqhash", "black"), ("phash", "imagehash", "tab:olive")):
             ys = [get(s["key"], key, impl) for s in jsets]
             ax.plot(xs, ys, marker="x", linestyle="--", color=colour, label=f"{impl} ({key})")
         ax.set_xscale("log"); ax.set_yscale("log")
@@ -613,12 +616,20 @@ def stage_robustness(ctx):
     script = os.path.join(BENCH, "robustness.py")
     if not os.path.exists(script):
         raise Skip("bench/robustness.py is not in this checkout (it lands from its own branch)")
+    # The script finds its binaries under $CARGO_TARGET_DIR/release: point that at this run's
+    # binaries rather than at a target directory other checkouts may be rebuilding.
+    target = os.path.join(ctx.tmp, "robustness-target")
+    os.makedirs(target, exist_ok=True)
+    os.symlink(ctx.bins, os.path.join(target, "release"))
     cmd = [sys.executable, script] + (["--quick"] if ctx.quick else [])
-    p = ctx.run(cmd, env={"BAKEN_BIN_DIR": ctx.bins, "TMPDIR": ctx.tmp}, cwd=ROOT)
+    p = ctx.run(cmd, env={"CARGO_TARGET_DIR": target, "TMPDIR": ctx.tmp}, cwd=ROOT)
     tail = "\n".join(p.stdout.strip().splitlines()[-15:])
     r = Result()
-    r.markdown = ("Recall per transform against the false-positive rate: see [robustness.md](robustness.md) and"
-                  " `bench/results/robustness*`, written by this stage. Its last lines of output:\n\n```\n" + tail + "\n```")
+    # bench/robustness.py writes docs/robustness.md, or with --quick everything under bench/results/quick/.
+    doc = os.path.join(ctx.results if ctx.quick else os.path.join(ROOT, "docs"), "robustness.md")
+    r.markdown = (f"Recall per transform against the false-positive rate: see [robustness.md]({ctx.link(doc)}) and"
+                  f" `{os.path.relpath(ctx.results, ROOT)}/robustness*`, written by this stage. Its last lines of output:"
+                  "\n\n```\n" + tail + "\n```")
     return r
 
 
@@ -745,10 +756,12 @@ def main():
     # build finishing mid-run must not swap a binary under a stage (cargo replaces files, so the
     # linked inodes stay as they were).
     bins = os.path.abspath(args.bin_dir) if args.bin_dir else os.path.join(tmp, "bin")
-    for b in [] if args.bin_dir else BINARIES:
+    for b in [] if args.bin_dir else BINARIES + OPTIONAL_BINARIES:
         src, dst = os.path.join(args.target, "release", b), os.path.join(bins, b)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if not os.path.exists(src):
+            if b in OPTIONAL_BINARIES:
+                continue
             sys.exit(f"{src} missing: build first (bench/run does): cargo build --release --bin baken --examples")
         try:
             os.link(src, dst)
