@@ -465,23 +465,15 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
                 if let Some(rep) = &reporting
                     && !r.matches.is_empty()
                 {
-                    let mut ctx = rep.context.clone();
-                    if ctx.content_reference.is_none() {
-                        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                        ctx.content_reference = Some(format!("file:{}", abs.display()));
-                    }
-                    let created = rep.reports.create(
-                        &ctx,
-                        &crate::reports::FileHashes::from(&out),
+                    report = Some(rep.create(
+                        || {
+                            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                            format!("file:{}", abs.display())
+                        },
+                        &out,
                         &r.matches,
-                        rep.now,
                         actor,
-                    )?;
-                    report = Some(serde_json::json!({
-                        "report_id": created.state.report_id,
-                        "status": created.state.status,
-                        "retention_deadline": created.state.retention_deadline,
-                    }));
+                    )?);
                 }
                 print_json(&MatchLine {
                     file: &name,

@@ -183,6 +183,35 @@ pub struct MatchReporting {
     pub now: OffsetDateTime,
 }
 
+impl MatchReporting {
+    /// Create the report of one matched file (`default_reference` unless the context names
+    /// the content) and return the line fields `match` and `scan` print for it.
+    pub fn create(
+        &self,
+        default_reference: impl FnOnce() -> String,
+        hashes: &crate::hashing::HashOutput,
+        matches: &[crate::index::Match],
+        actor: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut ctx = self.context.clone();
+        if ctx.content_reference.is_none() {
+            ctx.content_reference = Some(default_reference());
+        }
+        let created = self.reports.create(
+            &ctx,
+            &crate::reports::FileHashes::from(hashes),
+            matches,
+            self.now,
+            actor,
+        )?;
+        Ok(serde_json::json!({
+            "report_id": created.state.report_id,
+            "status": created.state.status,
+            "retention_deadline": created.state.retention_deadline,
+        }))
+    }
+}
+
 impl MatchReportArgs {
     pub fn setup(&self, data: &Path, store: Arc<Store>) -> anyhow::Result<Option<MatchReporting>> {
         if !self.report {

@@ -574,22 +574,12 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     }
                     let mut report = None;
                     if let (Some(rep), Some(r)) = (&reporting, &found.local) {
-                        let mut ctx = rep.context.clone();
-                        if ctx.content_reference.is_none() {
-                            ctx.content_reference = Some(format!("file:{}", item.id));
-                        }
-                        let created = rep.reports.create(
-                            &ctx,
-                            &crate::reports::FileHashes::from(&h),
+                        report = Some(rep.create(
+                            || format!("file:{}", item.id),
+                            &h,
                             &r.matches,
-                            rep.now,
                             actor,
-                        )?;
-                        report = Some(serde_json::json!({
-                            "report_id": created.state.report_id,
-                            "status": created.state.status,
-                            "retention_deadline": created.state.retention_deadline,
-                        }));
+                        )?);
                     }
                     let mut line = serde_json::json!({
                         "item": item.id,
