@@ -126,22 +126,6 @@ fn write_tokens(path: &Path) {
     std::fs::write(path, s).unwrap();
 }
 
-fn png(seed: u64) -> Vec<u8> {
-    let (w, h) = (160, 120);
-    let px = common::generated_image(w, h, 3, seed);
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::write_buffer_with_format(
-        &mut out,
-        &px,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-    out.into_inner()
-}
-
 fn pdq_of(img: &[u8]) -> String {
     let h = Hasher::new(HashOptions {
         algorithms: hashing::parse_algorithms("pdq").unwrap(),
@@ -311,7 +295,9 @@ const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Ser
 async fn a_writer_and_two_replicas_agree_through_imports_kills_and_restarts() {
     let mut c = cluster(2);
     let w = c.writer.channel().await;
-    let images: Vec<Vec<u8>> = (0..12).map(|i| png(1000 + i)).collect();
+    let images: Vec<Vec<u8>> = (0..12)
+        .map(|i| common::generated_png(160, 120, 1000 + i))
+        .collect();
     let hashes: Vec<String> = images.iter().map(|i| pdq_of(i)).collect();
 
     // Version 1: the first six images are known.
@@ -520,7 +506,7 @@ async fn a_replica_applies_nothing_unless_the_writer_key_signed_it() {
         ))
         .await
         .unwrap();
-    let img = png(7);
+    let img = common::generated_png(160, 120, 7);
     import_csv(&w, "known", format!("pdq,{},A1,case-7\n", pdq_of(&img))).await;
 
     // Another data directory's key: not the writer's.

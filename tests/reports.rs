@@ -807,20 +807,6 @@ fn statistics_on_a_known_set_of_reviews() {
 // The real pipeline: generated benign images, hashed, listed, matched, reported.
 // ---------------------------------------------------------------------------------------------
 
-fn png(px: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::write_buffer_with_format(
-        &mut out,
-        px,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-    out.into_inner()
-}
-
 struct Pipeline {
     dir: tempfile::TempDir,
     rs: Arc<ReportStore>,
@@ -960,7 +946,7 @@ fn parse_xml(xml: &str) -> Node {
 #[test]
 fn ncmec_xml_carries_the_right_hashes_and_classifications() {
     let (w, h) = (320u32, 240u32);
-    let img = png(&common::generated_image(w, h, 3, 41), w, h);
+    let img = common::generated_png(w, h, 41);
     let hasher = Hasher::new(HashOptions::default());
     let out = hasher.hash_bytes(&img).unwrap();
     let p = pipeline(&[&out], "A2");
@@ -1068,9 +1054,9 @@ fn no_image_bytes_nor_non_matching_content_is_stored() {
     let (w, h) = (256u32, 192u32);
     let known_px = common::generated_image(w, h, 3, 51);
     let other_px = common::generated_image(w, h, 3, 52);
-    let known_png = png(&known_px, w, h);
+    let known_png = common::rgb_png(&known_px, w, h);
     let known_jpg = baken::decode::jpeg::encode(&known_px, w, h, 3, 90, false).unwrap();
-    let other_png = png(&other_px, w, h);
+    let other_png = common::rgb_png(&other_px, w, h);
     let hasher = Hasher::new(HashOptions::default());
     let known_out = hasher.hash_bytes(&known_png).unwrap();
     let other_out = hasher.hash_bytes(&other_png).unwrap();

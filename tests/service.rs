@@ -14,21 +14,6 @@ use pb::scan_service_client::ScanServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-fn png_bytes(w: u32, h: u32, seed: u64) -> Vec<u8> {
-    let px = common::generated_image(w, h, 3, seed);
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::write_buffer_with_format(
-        &mut out,
-        &px,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-    out.into_inner()
-}
-
 async fn start(f: impl FnOnce(&mut ServiceConfig)) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = ServiceConfig {
@@ -143,8 +128,8 @@ async fn hash_scan_match_stream_and_metrics() {
     let mut scan = ScanServiceClient::new(ch.clone());
     let mut lists = ListServiceClient::new(ch.clone());
 
-    let known = png_bytes(320, 240, 31);
-    let other = png_bytes(320, 240, 32);
+    let known = common::generated_png(320, 240, 31);
+    let other = common::generated_png(320, 240, 32);
 
     // HashImage: the default set and an explicit one.
     let h = scan
@@ -507,7 +492,7 @@ async fn list_rpcs() {
 
     // Another list with an md5 we can match and remove.
     create_list(&mut lists, "own", None).await;
-    let img = png_bytes(64, 64, 5);
+    let img = common::generated_png(64, 64, 5);
     let md5 = format!("{:x}", md5_digest(&img));
     import_csv(
         &mut lists,
@@ -684,7 +669,7 @@ async fn bad_images_get_precise_codes() {
     })
     .await;
     let mut scan = ScanServiceClient::new(channel(running.addr).await);
-    let good = png_bytes(64, 48, 1);
+    let good = common::generated_png(64, 48, 1);
     let ihdr = |w: u32, h: u32| {
         let mut body = w.to_be_bytes().to_vec();
         body.extend(h.to_be_bytes());
@@ -789,7 +774,7 @@ async fn overload_is_shed_and_recovers() {
     })
     .await;
     let ch = channel(running.addr).await;
-    let big = png_bytes(1600, 1200, 11);
+    let big = common::generated_png(1600, 1200, 11);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let mut c = ScanServiceClient::new(ch.clone());
@@ -814,7 +799,7 @@ async fn overload_is_shed_and_recovers() {
     assert_eq!(running.state().admission.in_flight(), 0);
     ScanServiceClient::new(ch)
         .hash_image(pb::HashRequest {
-            image: png_bytes(32, 32, 1),
+            image: common::generated_png(32, 32, 1),
             ..Default::default()
         })
         .await
@@ -831,7 +816,7 @@ async fn overload_is_shed_and_recovers() {
 async fn deadlines_are_honoured() {
     let (running, _dir) = start(|c| c.cpu_threads = 1).await;
     let ch = channel(running.addr).await;
-    let big = png_bytes(1600, 1200, 12);
+    let big = common::generated_png(1600, 1200, 12);
     // Occupy the single CPU thread…
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -843,7 +828,7 @@ async fn deadlines_are_honoured() {
     // …so a request with a short deadline cannot be done in time.
     let mut c = ScanServiceClient::new(ch.clone());
     let mut req = Request::new(pb::ScanRequest {
-        image: png_bytes(64, 64, 2),
+        image: common::generated_png(64, 64, 2),
         ..Default::default()
     });
     req.set_timeout(Duration::from_millis(150));
@@ -856,7 +841,7 @@ async fn deadlines_are_honoured() {
     }
     // With time enough, the same request succeeds.
     let mut req = Request::new(pb::ScanRequest {
-        image: png_bytes(64, 64, 2),
+        image: common::generated_png(64, 64, 2),
         ..Default::default()
     });
     req.set_timeout(Duration::from_secs(30));
@@ -869,7 +854,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_closes_the_store() {
     let (running, dir) = start(|c| c.cpu_threads = 1).await;
     let addr = running.addr;
     let ch = channel(addr).await;
-    let big = png_bytes(1600, 1200, 13);
+    let big = common::generated_png(1600, 1200, 13);
     let mut c = ScanServiceClient::new(ch);
     let req = slow_request(&big);
     let inflight = tokio::spawn(async move { c.hash_image(req).await });
@@ -1220,7 +1205,7 @@ async fn every_role_against_every_rpc() {
     })
     .await;
     let ch = channel(running.addr).await;
-    let img = png_bytes(48, 48, 4);
+    let img = common::generated_png(48, 48, 4);
     let mut admin = ListServiceClient::new(ch.clone());
     create_list(&mut admin, "m", Some("tok-admin")).await;
     assert_eq!(MATRIX.len(), baken::service::Rpc::ALL.len());
@@ -1404,7 +1389,7 @@ async fn tls_and_mutual_tls_identities() {
             .unwrap();
         async move { ep.connect().await }
     };
-    let img = png_bytes(40, 40, 6);
+    let img = common::generated_png(40, 40, 6);
     // The scanner certificate (SAN rule) may scan, not list.
     let ch = connect(Some((&scanner_cert, &scanner_key))).await.unwrap();
     assert_eq!(call(&ch, "Scan", None, &img).await, Code::Ok);
@@ -1615,7 +1600,7 @@ async fn matches_with_a_context_become_reports_through_the_sink() {
         ListServiceClient::new(ch.clone()),
         ReportServiceClient::new(ch),
     );
-    let img = png_bytes(80, 60, 44);
+    let img = common::generated_png(80, 60, 44);
     let md5 = format!("{:032x}", md5_digest(&img));
     create_list(&mut lists, "known", None).await;
     import_csv(&mut lists, "known", &format!("md5,{md5},A1,case-7\n"), None)
@@ -1661,7 +1646,7 @@ async fn matches_with_a_context_become_reports_through_the_sink() {
     // No match, no report; a match without a content reference is refused.
     let r = scan
         .scan(pb::ScanRequest {
-            image: png_bytes(80, 60, 45),
+            image: common::generated_png(80, 60, 45),
             context: Some(ctx("upload-79")),
             ..Default::default()
         })
@@ -1738,7 +1723,7 @@ async fn scans_become_signed_reports_that_the_report_api_serves() {
         ListServiceClient::new(ch.clone()),
         ReportServiceClient::new(ch),
     );
-    let img = png_bytes(96, 64, 91);
+    let img = common::generated_png(96, 64, 91);
     let hashed = scan
         .hash_image(pb::HashRequest {
             image: img.clone(),
@@ -1950,7 +1935,7 @@ async fn an_online_backup_through_the_admin_rpc_restores_lists_and_reports() {
         ListServiceClient::new(ch.clone()),
         AdminServiceClient::new(ch.clone()),
     );
-    let img = png_bytes(96, 64, 93);
+    let img = common::generated_png(96, 64, 93);
     let pdq = scan
         .hash_image(pb::HashRequest {
             image: img.clone(),

@@ -204,3 +204,23 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// `px` (RGB, 8 bits) encoded as PNG.
+pub fn rgb_png(px: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(
+        &mut out,
+        px,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .unwrap();
+    out.into_inner()
+}
+
+/// [`generated_image`] (RGB) as PNG.
+pub fn generated_png(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    rgb_png(&generated_image(width, height, 3, seed), width, height)
+}
