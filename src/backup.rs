@@ -272,11 +272,7 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     f.sync_all().map_err(io(path))
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+use crate::datadir::sync_dir;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

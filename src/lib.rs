@@ -1,9 +1,12 @@
 pub mod backup;
-pub mod cli;
+pub mod datadir;
+pub mod db;
 pub mod decode;
+pub mod engine;
 pub mod error;
 pub mod hashing;
 pub mod index;
+pub mod names;
 pub mod replication;
 pub mod reports;
 pub mod scan;

@@ -5,23 +5,17 @@
 
 mod common;
 
+use common::mode;
+
 use common::{contains, files_under};
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_baken"))
-        .arg("--data")
-        .arg(data)
-        .env("BAKEN_ACTOR", "ci")
-        .env_remove("BAKEN_SIGNING_KEY")
-        .args(args)
-        .output()
-        .unwrap()
+    common::baken_at(data).args(args).output().unwrap()
 }
 
 fn ok(o: Output) -> Output {
@@ -35,15 +29,7 @@ fn ok(o: Output) -> Output {
 }
 
 fn lines(o: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    common::json_lines(&o.stdout)
 }
 
 fn png(path: &Path, px: &[u8], w: u32, h: u32) -> Vec<u8> {

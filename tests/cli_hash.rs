@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::json_lines as lines;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -47,13 +49,6 @@ fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
     out.extend(app1);
     out.extend_from_slice(&j[2..]);
     out
-}
-
-fn lines(stdout: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
 }
 
 #[test]

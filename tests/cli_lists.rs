@@ -2,33 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-fn baken(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_baken"));
-    c.arg("--data").arg(data).env("BAKEN_ACTOR", "ci");
-    c
-}
-
-fn save_png(path: &Path, px: &[u8], w: u32, h: u32) {
-    image::save_buffer_with_format(
-        path,
-        px,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-}
-
-fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{baken_at as baken, json_lines, save_png};
 
 #[test]
 fn build_a_list_from_hashes_and_match_files_against_it() {

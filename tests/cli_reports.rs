@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{baken_at as baken, json_lines, mode, save_png as png};
+
 use common::{contains, files_under};
 
 use std::os::unix::fs::PermissionsExt;
@@ -12,25 +14,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn baken(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_baken"));
-    c.arg("--data")
-        .arg(data)
-        .env("BAKEN_ACTOR", "ci")
-        .env_remove("BAKEN_SIGNING_KEY");
-    c
-}
-
 fn run(data: &Path, args: &[&str]) -> Output {
     baken(data).args(args).output().unwrap()
-}
-
-fn json_lines(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 fn ok(o: &Output) -> &Output {
@@ -41,23 +26,6 @@ fn ok(o: &Output) -> &Output {
         String::from_utf8_lossy(&o.stderr)
     );
     o
-}
-
-fn png(path: &Path, px: &[u8], w: u32, h: u32) -> Vec<u8> {
-    image::save_buffer_with_format(
-        path,
-        px,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .unwrap();
-    std::fs::read(path).unwrap()
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 #[test]

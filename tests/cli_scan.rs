@@ -4,16 +4,12 @@
 
 mod common;
 
+use common::{baken_at as baken, json_lines};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn baken(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_baken"));
-    c.arg("--data").arg(data).env("BAKEN_ACTOR", "ci");
-    c
-}
 
 fn save_png(path: &Path, seed: u64, side: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -27,13 +23,6 @@ fn save_png(path: &Path, seed: u64, side: u32) {
         image::ImageFormat::Png,
     )
     .unwrap();
-}
-
-fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 fn ok(c: &mut Command) -> std::process::Output {

@@ -5,7 +5,8 @@
 //! /var/tmp/baken-py, else `python3`. Without the grpc modules the test skips, except under CI
 //! (`CI` set), where a skip would hide a broken setup.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,16 +35,6 @@ fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
-/// Ends the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn python_grpcio_client_end_to_end() {
     let Some(py) = python() else {
@@ -65,8 +56,8 @@ fn python_grpcio_client_end_to_end() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baken"))
-        .current_dir(dir.path())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_baken"));
+    cmd.current_dir(dir.path())
         .args([
             "--data",
             "data",
@@ -77,27 +68,8 @@ fn python_grpcio_client_end_to_end() {
             "off",
         ])
         .env("BAKEN_TOKENS_FILE", &tokens)
-        .env("BAKEN_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut server = Server(child);
-    // The bound address is announced on stderr; keep draining stderr afterwards so the server
-    // never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("serving gRPC on ").nth(1) {
-                let _ = tx.send(addr.split(',').next().unwrap_or("").trim().to_string());
-            }
-            eprintln!("server: {line}");
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the server did not announce its address");
+        .env("BAKEN_LOG", "info");
+    let (mut server, addr) = common::spawn_serve(cmd);
     let images = dir.path().join("baken-demo");
     assert!(
         images.join("demo-0.png").is_file(),

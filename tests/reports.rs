@@ -132,100 +132,10 @@ fn kinds(rs: &ReportStore, key: &PublicKey) -> Vec<(&'static str, Option<String>
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// A minimal JSON Schema check (type, const, enum, properties, required, additionalProperties,
-// items, minItems, oneOf, $ref): enough to catch a field the schema lacks, a required field the
-// report lacks, or a wrong type — without a heavy validator crate.
-// ---------------------------------------------------------------------------------------------
-
-fn type_ok(t: &str, v: &Value) -> bool {
-    match t {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "integer" => v.is_u64() || v.is_i64(),
-        "number" => v.is_number(),
-        "boolean" => v.is_boolean(),
-        "null" => v.is_null(),
-        _ => false,
-    }
-}
-
-fn validate(root: &Value, schema: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("local ref");
-        return validate(root, &root["$defs"][name], v, path, errs);
-    }
-    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
-        let ok = alts
-            .iter()
-            .filter(|a| {
-                let mut e = Vec::new();
-                validate(root, a, v, path, &mut e);
-                e.is_empty()
-            })
-            .count();
-        if ok != 1 {
-            errs.push(format!("{path}: matches {ok} of oneOf"));
-        }
-        return;
-    }
-    match schema.get("type") {
-        Some(Value::String(t)) if !type_ok(t, v) => errs.push(format!("{path}: not {t}")),
-        Some(Value::Array(ts)) if !ts.iter().any(|t| type_ok(t.as_str().unwrap(), v)) => {
-            errs.push(format!("{path}: not any of {ts:?}"))
-        }
-        _ => {}
-    }
-    if let Some(c) = schema.get("const")
-        && c != v
-    {
-        errs.push(format!("{path}: not {c}"));
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array)
-        && !e.contains(v)
-    {
-        errs.push(format!("{path}: {v} not in enum"));
-    }
-    if let Some(o) = v.as_object() {
-        let props = schema.get("properties").and_then(Value::as_object);
-        for r in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if !o.contains_key(r.as_str().unwrap()) {
-                errs.push(format!("{path}: required {r} missing"));
-            }
-        }
-        for (k, val) in o {
-            match props.and_then(|p| p.get(k)) {
-                Some(s) => validate(root, s, val, &format!("{path}.{k}"), errs),
-                None => match schema.get("additionalProperties") {
-                    Some(Value::Bool(false)) => {
-                        errs.push(format!("{path}: {k} is not in the schema"))
-                    }
-                    Some(s @ Value::Object(_)) => {
-                        validate(root, s, val, &format!("{path}.{k}"), errs)
-                    }
-                    _ => {}
-                },
-            }
-        }
-    }
-    if let Some(a) = v.as_array() {
-        if let Some(n) = schema.get("minItems").and_then(Value::as_u64)
-            && (a.len() as u64) < n
-        {
-            errs.push(format!("{path}: fewer than {n} items"));
-        }
-        if let Some(items) = schema.get("items") {
-            for (i, x) in a.iter().enumerate() {
-                validate(root, items, x, &format!("{path}[{i}]"), errs);
-            }
-        }
-    }
+/// Validate `v` against the schema file (draft 2020-12) with a real JSON Schema validator.
+fn validate(schema: &Value, v: &Value, errs: &mut Vec<String>) {
+    let validator = jsonschema::validator_for(schema).expect("the schema file is a valid schema");
+    errs.extend(validator.iter_errors(v).map(|e| e.to_string()));
 }
 
 fn schema() -> Value {
@@ -268,7 +178,7 @@ fn schema_round_trip_and_the_export_validates() {
     let s = schema();
     let v: Value = serde_json::from_str(&json).unwrap();
     let mut errs = Vec::new();
-    validate(&s, &s, &v, "$", &mut errs);
+    validate(&s, &v, &mut errs);
     assert!(errs.is_empty(), "{errs:#?}");
     // A confirmed report's export (with its human review) validates too.
     f.rs.review(&body.report_id, Decision::Confirmed, "rev-1", "tester", T0)
@@ -281,14 +191,14 @@ fn schema_round_trip_and_the_export_validates() {
             .unwrap();
     assert_eq!(confirmed["human_review"]["decision"], "confirmed");
     let mut errs = Vec::new();
-    validate(&s, &s, &confirmed, "$", &mut errs);
+    validate(&s, &confirmed, &mut errs);
     assert!(errs.is_empty(), "{errs:#?}");
     // And the check has teeth: a missing required field and an unknown one are caught.
     let mut bad = v.clone();
     bad["report"].as_object_mut().unwrap().remove("legal_basis");
     bad["report"]["files"][0]["image_bytes"] = Value::String("AAAA".into());
     let mut errs = Vec::new();
-    validate(&s, &s, &bad, "$", &mut errs);
+    validate(&s, &bad, &mut errs);
     assert_eq!(errs.len(), 2, "{errs:#?}");
     // The JSON Schema's required list says what a report cannot go without.
     let req: Vec<&str> = s["$defs"]["ReportBody"]["required"]
@@ -859,7 +769,7 @@ fn scan(p: &Pipeline, bytes: &[u8], now: OffsetDateTime) -> Option<Report> {
     let out = p.hasher.hash_bytes(bytes).unwrap();
     let r = p
         .matcher
-        .match_query(&baken::cli::lists::query_from(&out), None)
+        .match_query(&baken::engine::query_from(&out), None)
         .unwrap();
     let counts = ScanCounts {
         matched: u64::from(!r.matches.is_empty()),

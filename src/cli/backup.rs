@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::backup;
-use crate::reports::PublicKey;
+use baken::backup;
+use baken::reports::PublicKey;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -66,7 +66,7 @@ pub fn run_backup(args: BackupArgs, data: &Path) -> anyhow::Result<ExitCode> {
             if !data.is_dir() {
                 bail!("no data directory {}", data.display());
             }
-            let store = crate::store::Store::open(data).with_context(|| {
+            let store = baken::store::Store::open(data).with_context(|| {
                 format!(
                     "opening {} (a running server holds it: back it up with the AdminService.Backup RPC)",
                     data.display()

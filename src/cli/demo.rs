@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::decode::jpeg;
+use baken::decode::jpeg;
 
 /// A deterministic synthetic scene: gradient sky, a few discs and stripes. `seed` varies it.
 pub fn scene(width: u32, height: u32, seed: u32) -> Vec<u8> {
@@ -76,20 +76,20 @@ pub fn write_demo_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Put the PNGs among `files` into the list `demo` (created when absent): their PDQ and MD5.
 pub fn build_demo_list(
-    store: &crate::store::Store,
+    store: &baken::store::Store,
     files: &[PathBuf],
     actor: &str,
-) -> anyhow::Result<crate::store::import::ImportReport> {
-    use crate::hashing::{Algorithm, HashOptions, Hasher};
-    use crate::store::import::{self, Format};
+) -> anyhow::Result<baken::store::import::ImportReport> {
+    use baken::hashing::{Algorithm, HashOptions, Hasher};
+    use baken::store::import::{self, Format};
 
     if store.list("demo").is_err() {
         store.create_list(
-            crate::store::NewList {
+            baken::store::NewList {
                 name: "demo".into(),
                 source: "generated demo images (benign)".into(),
                 description: "made by `baken demo`".into(),
-                ..crate::store::NewList::default()
+                ..baken::store::NewList::default()
             },
             actor,
         )?;

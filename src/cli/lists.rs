@@ -1,6 +1,6 @@
 //! `baken list …` and `baken match`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,11 +10,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::hashing::{self, HashOptions, Hasher, PdqMode};
-use crate::index::{IndexKind, MatchConfig, Matcher, QueryHash};
-use crate::store::export::{self, ExportFormat};
-use crate::store::import::{self, Format};
-use crate::store::{HashType, NewList, Store, StoreOptions};
+use baken::decode::DecodeLimits;
+use baken::engine::{Engine, Tally};
+use baken::hashing::{self, PdqMode};
+use baken::index::{IndexKind, MatchConfig, Matcher};
+use baken::store::export::{self, ExportFormat};
+use baken::store::import::{self, Format};
+use baken::store::{HashType, NewList, Store, StoreOptions};
 
 #[derive(Subcommand)]
 pub enum ListCommand {
@@ -191,7 +193,7 @@ pub fn open_store(data: &Path) -> anyhow::Result<Store> {
 pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
     // Needs no store (a running writer holds its lock).
     if let ListCommand::PublicKey { key } = &cmd {
-        let signer = crate::replication::load_or_generate_key(data, key.as_deref())?;
+        let signer = baken::replication::load_or_generate_key(data, key.as_deref())?;
         print!("{}", signer.public().to_pem());
         eprintln!("key id {}", signer.public().key_id());
         return Ok(ExitCode::SUCCESS);
@@ -324,7 +326,7 @@ pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<Ex
                 store.scan_list_raw(&m, |prefix, deleted, _| {
                     if deleted {
                         tombstones += 1;
-                    } else if let Some((_, ty, _)) = crate::store::parse_entry_prefix(prefix) {
+                    } else if let Some((_, ty, _)) = baken::store::parse_entry_prefix(prefix) {
                         *by_type.entry(ty.to_string()).or_default() += 1;
                     }
                     Ok(())
@@ -353,68 +355,10 @@ pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<Ex
 struct MatchLine<'a> {
     file: &'a str,
     #[serde(flatten)]
-    result: &'a crate::index::MatchResult,
+    result: &'a baken::index::MatchResult,
     /// The report created for this file (`--report`).
     #[serde(skip_serializing_if = "Option::is_none")]
     report: Option<serde_json::Value>,
-}
-
-/// What to compute for matching against the store's lists: PDQ and the exact hashes always (a
-/// report carries them, and decoding with PDQ is what tells a corrupt file from an image), the
-/// other perceptual hashes only when some list holds that type: pHash and its kin resize the
-/// whole image and cost several times PDQ on large photos.
-pub fn algorithms_for(store: &Store) -> anyhow::Result<Vec<hashing::Algorithm>> {
-    use hashing::Algorithm;
-    let mut types = BTreeSet::new();
-    for l in store.lists()? {
-        types.extend(l.hash_types.iter().map(|t| t.as_str().to_string()));
-    }
-    Ok(Algorithm::ALL
-        .into_iter()
-        .filter(|a| {
-            matches!(
-                a,
-                Algorithm::Pdq | Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256
-            ) || types.contains(a.name())
-        })
-        .collect())
-}
-
-/// Query hashes for a hashed file: PDQ with its 8 dihedrals and quality, the rest as is.
-pub fn query_from(out: &hashing::HashOutput) -> Vec<QueryHash> {
-    let mut q = Vec::new();
-    let ty = |s: &str| HashType::new(s).ok();
-    if let (Some(p), Some(t)) = (&out.pdq, ty("pdq")) {
-        q.push(QueryHash {
-            hash_type: t,
-            variants: p
-                .dihedral
-                .iter()
-                .filter_map(|h| hex::decode(h).ok())
-                .collect(),
-            quality: Some(p.quality),
-        });
-    }
-    for (name, v) in [
-        ("phash", &out.phash),
-        ("dhash", &out.dhash),
-        ("ahash", &out.ahash),
-        ("blockhash", &out.blockhash),
-        ("md5", &out.md5),
-        ("sha1", &out.sha1),
-        ("sha256", &out.sha256),
-    ] {
-        if let (Some(v), Some(t)) = (v, ty(name))
-            && let Ok(bytes) = hex::decode(v)
-        {
-            q.push(QueryHash {
-                hash_type: t,
-                variants: vec![bytes],
-                quality: None,
-            });
-        }
-    }
-    q
 }
 
 /// Exit codes: 0 no match, 1 at least one match, 2 errors (a file could not be read or decoded).
@@ -437,63 +381,47 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
             "the context's content_reference names one file: give one file per run, or leave it out to use each file's path"
         );
     }
-    let mut scans = crate::reports::ScanCounts::default();
-    let algorithms = algorithms_for(&store)?;
-    let matcher = Matcher::open(store, config)?;
-    let hasher = Hasher::new(HashOptions {
-        algorithms,
-        pdq_mode: args.matching.pdq_mode,
-        ..HashOptions::default()
-    });
+    let engine = Engine::local(
+        Arc::new(Matcher::open(store, config)?),
+        DecodeLimits::default(),
+    );
+    let hasher = engine.match_hasher(args.matching.pdq_mode)?;
+    let end = super::reports::Concluder {
+        engine: &engine,
+        tally: Tally::default(),
+        reporting,
+        actor,
+    };
     let limit = hasher.options().limits.max_input_bytes;
-    let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
     let (mut any_match, mut any_error) = (false, false);
     let results = hasher.hash_batch(&args.files, |p: &PathBuf| hashing::read_limited(p, limit));
     for (path, res) in args.files.iter().zip(results) {
         let name = path.to_string_lossy();
         match res {
             Ok(out) => {
-                let r = matcher.match_query(&query_from(&out), only)?;
-                any_match |= !r.matches.is_empty();
-                let mut report = None;
-                if r.matches.is_empty() {
-                    scans.not_matched += 1;
-                    scans.suppressed += u64::from(!r.suppressed.is_empty());
-                } else {
-                    scans.matched += 1;
-                }
-                if let Some(rep) = &reporting
-                    && !r.matches.is_empty()
-                {
-                    report = Some(rep.create(
-                        || {
-                            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                            format!("file:{}", abs.display())
-                        },
-                        &out,
-                        &r.matches,
-                        actor,
-                    )?);
-                }
+                let o = engine.match_output(out, &args.lists)?;
+                any_match |= o.is_match();
+                let report = end.conclude(&o, || {
+                    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                    format!("file:{}", abs.display())
+                })?;
                 print_json(&MatchLine {
                     file: &name,
-                    result: &r,
+                    result: &o.result,
                     report,
                 })?;
             }
             Err(e) => {
-                scans.failed += 1;
+                end.failed();
                 any_error = true;
                 print_json(&serde_json::json!({
                     "file": name,
-                    "error": crate::error::ErrorReport::from(&e),
+                    "error": baken::error::ErrorReport::from(&e),
                 }))?;
             }
         }
     }
-    if let Some(rep) = &reporting {
-        rep.reports.record_scans(&scans, rep.now)?;
-    }
+    end.flush()?;
     Ok(ExitCode::from(if any_error {
         2
     } else if any_match {

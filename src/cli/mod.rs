@@ -14,9 +14,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::decode::DecodeLimits;
-use crate::error::ErrorReport;
-use crate::hashing::{self, HashOptions, HashOutput, Hasher, PdqMode};
+use baken::decode::DecodeLimits;
+use baken::error::ErrorReport;
+use baken::hashing::{self, HashOptions, HashOutput, Hasher, PdqMode};
 
 #[derive(Parser)]
 #[command(
@@ -62,7 +62,7 @@ enum Command {
     /// Back up a stopped data directory (`--to DIR`: a RocksDB checkpoint, the keys and a
     /// manifest), or check a backup (`verify DIR`). Restore by pointing --data at the backup.
     Backup(backup::BackupArgs),
-    /// Run the gRPC service (see README: API, configuration, roles, TLS).
+    /// Run the gRPC service (see docs/cli.md: API, configuration, roles, TLS).
     Serve(serve::ServeArgs),
     /// Bearer tokens for the service: `token new --name N --role scanner`, `token hash`.
     #[command(subcommand)]
@@ -95,7 +95,7 @@ struct HashArgs {
     fast: bool,
     /// Alpha: white (composite onto white, default) or ignore (keep stored colour, as HMA does).
     #[arg(long, default_value = "white")]
-    alpha: crate::decode::Alpha,
+    alpha: baken::decode::Alpha,
     /// Hash-size side for pHash/dHash/aHash/blockhash (bits = side²).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
     imghash_size: u32,

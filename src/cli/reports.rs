@@ -9,12 +9,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
-use crate::reports::export::{self, ExportFormat};
-use crate::reports::{
+use baken::engine::{Engine, Outcome, ReportOutcome, StoreSink, Tally};
+use baken::reports::export::{self, ExportFormat};
+use baken::reports::{
     self, CallerContext, Decision, PublicKey, ReportConfig, ReportStore, Retention, ReviewPolicy,
     Signer, stats,
 };
-use crate::store::Store;
+use baken::store::Store;
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -176,39 +177,66 @@ pub fn open_reports(
     Ok(ReportStore::new(store, signer, config)?)
 }
 
-/// Report setup for `baken match --report`: the store's reports, the context, the clock.
+/// Report setup for `baken match --report` and `baken scan --report`: the store's reports at
+/// the run's clock, and the context file's fields.
 pub struct MatchReporting {
-    pub reports: ReportStore,
+    pub sink: StoreSink,
     pub context: CallerContext,
-    pub now: OffsetDateTime,
 }
 
-impl MatchReporting {
-    /// Create the report of one matched file (`default_reference` unless the context names
-    /// the content) and return the line fields `match` and `scan` print for it.
-    pub fn create(
+/// The end of the data path for `match` and `scan`: counts every outcome and, with
+/// `--report`, reports matches.
+pub struct Concluder<'a> {
+    pub engine: &'a Engine,
+    pub tally: Tally,
+    pub reporting: Option<MatchReporting>,
+    pub actor: &'a str,
+}
+
+impl Concluder<'_> {
+    /// Count one outcome and report a match (the context names the item by
+    /// `default_reference` unless it names the content itself). Returns the line fields
+    /// `match` and `scan` print for a created report.
+    pub fn conclude(
         &self,
+        outcome: &Outcome,
         default_reference: impl FnOnce() -> String,
-        hashes: &crate::hashing::HashOutput,
-        matches: &[crate::index::Match],
-        actor: &str,
-    ) -> anyhow::Result<serde_json::Value> {
-        let mut ctx = self.context.clone();
-        if ctx.content_reference.is_none() {
-            ctx.content_reference = Some(default_reference());
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let context = match &self.reporting {
+            Some(r) if outcome.is_match() => {
+                let mut ctx = r.context.clone();
+                if ctx.content_reference.is_none() {
+                    ctx.content_reference = Some(default_reference());
+                }
+                Some(ctx)
+            }
+            _ => None,
+        };
+        let sink = self.reporting.as_ref().map(|r| &r.sink);
+        let created =
+            self.engine
+                .conclude(outcome, &self.tally, sink, context.as_ref(), self.actor)?;
+        Ok(match created {
+            ReportOutcome::Created(c) => Some(serde_json::json!({
+                "report_id": c.report_id,
+                "status": c.status,
+                "retention_deadline": c.retention_deadline,
+            })),
+            _ => None,
+        })
+    }
+
+    /// An item that could not be read or decoded.
+    pub fn failed(&self) {
+        self.tally.failed();
+    }
+
+    /// Hand the counts to the report statistics (with `--report`; without, nothing keeps them).
+    pub fn flush(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.reporting {
+            self.tally.flush(Some(&r.sink))?;
         }
-        let created = self.reports.create(
-            &ctx,
-            &crate::reports::FileHashes::from(hashes),
-            matches,
-            self.now,
-            actor,
-        )?;
-        Ok(serde_json::json!({
-            "report_id": created.state.report_id,
-            "status": created.state.status,
-            "retention_deadline": created.state.retention_deadline,
-        }))
+        Ok(())
     }
 }
 
@@ -236,9 +264,11 @@ impl MatchReportArgs {
         };
         let signer = signer(data, self.signing_key.as_deref(), true)?;
         Ok(Some(MatchReporting {
-            reports: ReportStore::new(store, signer, config)?,
+            sink: StoreSink {
+                store: Arc::new(ReportStore::new(store, signer, config)?),
+                now: Some(clock(self.now.as_deref())?),
+            },
             context,
-            now: clock(self.now.as_deref())?,
         }))
     }
 }

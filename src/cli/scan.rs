@@ -17,13 +17,12 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::hashing::{self, HashOptions, Hasher};
-use crate::index::Matcher;
-use crate::scan::{ScanItem, ScanOptions, ScanTotal, Shard, Total};
-use crate::service::pb;
-use crate::service::pb::scan_service_client::ScanServiceClient;
+use baken::decode::DecodeLimits;
+use baken::engine::{Engine, RemoteMatcher, Tally};
+use baken::index::Matcher;
+use baken::scan::{ScanItem, ScanOptions, ScanTotal, Shard, Total};
 
-use super::lists::{open_store, query_from};
+use super::lists::open_store;
 
 /// Set by the Ctrl-C handler; the pipeline finishes the chunk in hand and stops.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -81,124 +80,6 @@ pub struct ScanArgs {
     report: super::reports::MatchReportArgs,
 }
 
-/// Where hashes are matched.
-enum Backend {
-    Local(Matcher),
-    Remote {
-        rt: tokio::runtime::Runtime,
-        client: ScanServiceClient<tonic::transport::Channel>,
-        token: Option<String>,
-    },
-}
-
-/// One item's matches, as output lines carry them.
-struct Found {
-    matches: Vec<serde_json::Value>,
-    lists: Vec<String>,
-    suppressed: bool,
-    /// The local result, kept for reports.
-    local: Option<crate::index::MatchResult>,
-}
-
-/// The hashes of one file as the service's MatchHashes takes them.
-fn hash_values(h: &hashing::HashOutput) -> Vec<pb::HashValue> {
-    let mut v = Vec::new();
-    if let Some(p) = &h.pdq {
-        v.push(pb::HashValue {
-            r#type: "pdq".into(),
-            value: p.hash.clone(),
-            quality: Some(u32::from(p.quality)),
-            // The first dihedral is the original.
-            dihedral: p.dihedral.iter().skip(1).cloned().collect(),
-        });
-    }
-    for (name, x) in [
-        ("phash", &h.phash),
-        ("dhash", &h.dhash),
-        ("ahash", &h.ahash),
-        ("blockhash", &h.blockhash),
-        ("md5", &h.md5),
-        ("sha1", &h.sha1),
-        ("sha256", &h.sha256),
-    ] {
-        if let Some(x) = x {
-            v.push(pb::HashValue {
-                r#type: name.into(),
-                value: x.clone(),
-                quality: None,
-                dihedral: Vec::new(),
-            });
-        }
-    }
-    v
-}
-
-impl Backend {
-    fn find(&mut self, h: &hashing::HashOutput, only: Option<&[String]>) -> anyhow::Result<Found> {
-        match self {
-            Backend::Local(m) => {
-                let r = m.match_query(&query_from(h), only)?;
-                Ok(Found {
-                    matches: r
-                        .matches
-                        .iter()
-                        .map(serde_json::to_value)
-                        .collect::<Result<_, _>>()?,
-                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
-                    suppressed: !r.suppressed.is_empty(),
-                    local: Some(r),
-                })
-            }
-            Backend::Remote { rt, client, token } => {
-                let mut req = tonic::Request::new(pb::MatchHashesRequest {
-                    hashes: hash_values(h),
-                    lists: only.map(<[String]>::to_vec).unwrap_or_default(),
-                    context: None,
-                });
-                if let Some(t) = token {
-                    req.metadata_mut().insert(
-                        "authorization",
-                        format!("Bearer {t}")
-                            .parse()
-                            .context("the token is not a valid header value")?,
-                    );
-                }
-                let resp = rt
-                    .block_on(client.match_hashes(req))
-                    .map_err(|s| anyhow::anyhow!("server: {}: {}", s.code(), s.message()))?
-                    .into_inner();
-                let r = resp.result.unwrap_or_default();
-                Ok(Found {
-                    matches: r
-                        .matches
-                        .iter()
-                        .map(|m| {
-                            let mut v = serde_json::json!({
-                                "list": m.list, "list_version": m.list_version,
-                                "hash_type": m.hash_type, "hash": m.hash, "entry": m.entry,
-                                "distance": m.distance, "threshold": m.threshold,
-                            });
-                            for (k, x) in [
-                                ("transform", &m.transform),
-                                ("classification", &m.classification),
-                                ("media_type", &m.media_type),
-                            ] {
-                                if !x.is_empty() {
-                                    v[k] = x.clone().into();
-                                }
-                            }
-                            v
-                        })
-                        .collect(),
-                    lists: r.matches.iter().map(|m| m.list.clone()).collect(),
-                    suppressed: !r.suppressed.is_empty(),
-                    local: None,
-                })
-            }
-        }
-    }
-}
-
 /// Counters of a scan, carried across resumed runs in the checkpoint.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Totals {
@@ -249,22 +130,6 @@ fn job_id(inputs: &[String], lists: &[String], shard: Option<Shard>) -> String {
         key["shard"] = s.to_string().into();
     }
     hex::encode(sha2::Sha256::digest(key.to_string().as_bytes()))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    // The rename is durable only once the directory is synced.
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 enum Output {
@@ -420,16 +285,12 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<ExitCode> {
-    let (mut backend, reporting, algorithms) = match &args.server {
+    let (engine, reporting) = match &args.server {
         None => {
             let store = Arc::new(open_store(data)?);
-            for l in &args.lists {
-                store.list(l)?;
-            }
             let reporting = args.report.setup(data, store.clone())?;
-            let algorithms = super::lists::algorithms_for(&store)?;
-            let matcher = Matcher::open(store, args.matching.config())?;
-            (Backend::Local(matcher), reporting, algorithms)
+            let matcher = Arc::new(Matcher::open(store, args.matching.config())?);
+            (Engine::local(matcher, DecodeLimits::default()), reporting)
         }
         Some(addr) => {
             if args.report.report {
@@ -437,45 +298,22 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     "--report with --server is not supported yet: the server creates reports for its own callers"
                 );
             }
-            // A small runtime: one gRPC call at a time from the output thread.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())?;
-            if let Some(ca) = &args.server_ca {
-                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-                endpoint = endpoint.tls_config(
-                    tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                )?;
-            } else if addr.starts_with("https:") {
-                bail!("--server {addr}: give the CA that signed its certificate with --server-ca");
-            }
-            let channel = rt
-                .block_on(endpoint.connect())
-                .with_context(|| format!("connecting to {addr}"))?;
-            (
-                Backend::Remote {
-                    rt,
-                    client: ScanServiceClient::new(channel),
-                    token: args.token.clone(),
-                },
-                None,
-                // The server's lists are not visible from here: compute every type.
-                hashing::Algorithm::ALL.to_vec(),
-            )
+            let ca = match &args.server_ca {
+                Some(p) => {
+                    Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            let remote = RemoteMatcher::connect(addr, ca, args.token.as_deref())?;
+            (Engine::new(Arc::new(remote), DecodeLimits::default()), None)
         }
     };
+    engine.check_lists(&args.lists)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-    let hasher = Hasher::new(HashOptions {
-        algorithms,
-        pdq_mode: args.matching.pdq_mode,
-        ..HashOptions::default()
-    });
-    let only = (!args.lists.is_empty()).then_some(args.lists.as_slice());
+    let hasher = engine.match_hasher(args.matching.pdq_mode)?;
 
     let job = job_id(&args.inputs, &args.lists, args.shard);
-    let ck_dir = data.join("scan-checkpoints");
+    let ck_dir = baken::datadir::DataDir::new(data).scan_checkpoints();
     std::fs::create_dir_all(&ck_dir).with_context(|| format!("creating {}", ck_dir.display()))?;
     let ck_path = ck_dir.join(format!("{job}.json"));
     let previous: Option<Checkpoint> = if args.resume && ck_path.exists() {
@@ -547,44 +385,35 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
     let total = ScanTotal::default();
     let start = Instant::now();
 
+    let end = super::reports::Concluder {
+        engine: &engine,
+        tally: Tally::default(),
+        reporting,
+        actor,
+    };
     let on_chunk = |items: Vec<ScanItem>| -> anyhow::Result<()> {
-        let mut scans = crate::reports::ScanCounts::default();
         let n = items.len() as u64;
         for item in items {
             totals.files += 1;
             totals.bytes += item.bytes;
             match item.result {
                 Ok(h) => {
-                    let found = backend.find(&h, only)?;
-                    if found.matches.is_empty() {
-                        scans.not_matched += 1;
-                        scans.suppressed += u64::from(found.suppressed);
+                    let o = engine.match_output(h, &args.lists)?;
+                    let report = end.conclude(&o, || format!("file:{}", item.id))?;
+                    if !o.is_match() {
                         if args.all {
                             out.line(&serde_json::json!({"item": item.id, "status": "no_match"}))?;
                         }
                         continue;
                     }
-                    scans.matched += 1;
                     totals.matched_files += 1;
-                    let mut lists = found.lists.clone();
-                    lists.sort_unstable();
-                    lists.dedup();
-                    for l in lists {
+                    for l in o.matched_lists() {
                         *totals.matches_by_list.entry(l).or_default() += 1;
-                    }
-                    let mut report = None;
-                    if let (Some(rep), Some(r)) = (&reporting, &found.local) {
-                        report = Some(rep.create(
-                            || format!("file:{}", item.id),
-                            &h,
-                            &r.matches,
-                            actor,
-                        )?);
                     }
                     let mut line = serde_json::json!({
                         "item": item.id,
                         "status": "match",
-                        "matches": found.matches,
+                        "matches": o.result.matches,
                     });
                     if let Some(rep) = report {
                         line["report"] = rep;
@@ -592,7 +421,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                     out.line(&line)?;
                 }
                 Err(e) => {
-                    scans.failed += 1;
+                    end.failed();
                     totals.error_files += 1;
                     *totals.errors.entry(e.kind().to_owned()).or_default() += 1;
                     tracing::debug!(kind = e.kind(), "input failed");
@@ -606,9 +435,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                 }
             }
         }
-        if let Some(rep) = &reporting {
-            rep.reports.record_scans(&scans, rep.now)?;
-        }
+        end.flush()?;
         completed += n;
         totals.elapsed_s = base_elapsed + start.elapsed().as_secs_f64();
         // Output first, then the checkpoint that points at it: a crash between the two only
@@ -620,7 +447,8 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             out_len,
             totals: totals.clone(),
         };
-        write_atomic(&ck_path, &serde_json::to_vec(&ck)?)?;
+        baken::datadir::write_atomic(&ck_path, &serde_json::to_vec(&ck)?, 0o600)
+            .with_context(|| format!("writing {}", ck_path.display()))?;
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         progress.update(
             &totals,
@@ -632,7 +460,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         }
         Ok(())
     };
-    pool.install(|| crate::scan::scan(&args.inputs, &opts, &hasher, &STOP, &total, on_chunk))?;
+    pool.install(|| baken::scan::scan(&args.inputs, &opts, &hasher, &STOP, &total, on_chunk))?;
     progress.finish();
 
     let interrupted = STOP.load(Ordering::SeqCst);

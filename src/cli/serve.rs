@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::service::{self, ServiceConfig, auth};
+use baken::service::{self, ServiceConfig, auth};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -36,7 +35,7 @@ pub enum TokenCommand {
         /// Who holds it (recorded as the actor in audit logs: `token:NAME`).
         #[arg(long)]
         name: String,
-        /// scanner, reviewer, list_admin, auditor or admin (repeatable).
+        /// scanner, reviewer, list_admin, auditor, replica or admin (repeatable).
         #[arg(long = "role", required = true)]
         roles: Vec<auth::Role>,
     },
@@ -119,62 +118,8 @@ pub fn run_serve(args: ServeArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
         .enable_all()
         .thread_name("baken-rt")
         .build()?;
-    let (reports, _purger) = if config.reports.enabled && replica {
-        // Reports of matches found here are created in the writer's ledger.
-        let client = rt.block_on(async { service::replication::writer_client(&config) })?;
-        let backend: Arc<dyn service::ReportBackend> =
-            Arc::new(service::replication::ForwardingBackend::new(
-                client,
-                rt.handle().clone(),
-                config.replication.upstream.clone(),
-            ));
-        (Some(backend), None)
-    } else if config.reports.enabled {
-        let r = &config.reports;
-        let signer = match &r.signing_key {
-            Some(p) => crate::reports::sign::Signer::load(p)
-                .with_context(|| format!("reports.signing_key {}", p.display()))?,
-            None => {
-                let (s, created) = crate::reports::sign::Signer::load_or_generate(&config.data)
-                    .context("the report signing key")?;
-                if created {
-                    eprintln!(
-                        "generated the report signing key {} (key id {})",
-                        crate::reports::sign::Signer::default_path(&config.data).display(),
-                        s.public().key_id()
-                    );
-                }
-                s
-            }
-        };
-        let rc = service::report_store::report_config(r).map_err(anyhow::Error::msg)?;
-        let rs = Arc::new(crate::reports::store::ReportStore::new(
-            store.clone(),
-            Some(signer),
-            rc,
-        )?);
-        if r.provider == service::config::UNCONFIGURED_PROVIDER {
-            tracing::warn!(
-                "reports carry a placeholder provider: set [reports] provider, contact_email, legal_basis and recipient before real use"
-            );
-        }
-        // Whatever expired while the server was down goes before anything is served.
-        let purged = rs.purge_expired(time::OffsetDateTime::now_utc(), "retention-task")?;
-        if !purged.purged.is_empty() {
-            eprintln!("purged {} expired report(s)", purged.purged.len());
-        }
-        let purger = crate::reports::store::ReportStore::spawn_purger(
-            &rs,
-            std::time::Duration::from_secs(r.purge_interval_secs.max(1)),
-        );
-        let backend: Arc<dyn service::ReportBackend> =
-            Arc::new(service::report_store::StoreBackend::new(rs, r.clone()));
-        (Some(backend), Some(purger))
-    } else {
-        (None, None)
-    };
     rt.block_on(async move {
-        let running = service::start(config, store, reports).await?;
+        let running = service::Server::new(config).store(store).start().await?;
         eprintln!(
             "baken: serving gRPC on {}{}",
             running.addr,

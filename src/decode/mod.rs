@@ -185,13 +185,7 @@ pub enum Alpha {
 impl std::str::FromStr for Alpha {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "white" => Ok(Alpha::White),
-            "ignore" => Ok(Alpha::Ignore),
-            other => Err(format!(
-                "unknown alpha handling {other:?}: use white or ignore"
-            )),
-        }
+        crate::names::parse("alpha handling", s)
     }
 }
 

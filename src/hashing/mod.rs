@@ -16,7 +16,9 @@ use crate::error::DecodeError;
 pub use pdq::{Hash256, PdqHash, PdqMode};
 
 /// Every algorithm Baken computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     Pdq,
@@ -42,16 +44,7 @@ impl Algorithm {
     ];
 
     pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Pdq => "pdq",
-            Algorithm::Phash => "phash",
-            Algorithm::Dhash => "dhash",
-            Algorithm::Ahash => "ahash",
-            Algorithm::Blockhash => "blockhash",
-            Algorithm::Md5 => "md5",
-            Algorithm::Sha1 => "sha1",
-            Algorithm::Sha256 => "sha256",
-        }
+        crate::names::name(&self)
     }
 
     /// Exact hashes are of the original bytes and need no decoding.
@@ -69,14 +62,7 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown algorithm {s:?}: use pdq, phash, dhash, ahash, blockhash, md5, sha1, sha256 or all"
-                )
-            })
+        crate::names::parse("algorithm", s).map_err(|e| format!("{e} (or all)"))
     }
 }
 
@@ -171,6 +157,37 @@ pub struct HashOutput {
     pub sha1: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+impl HashOutput {
+    /// The hashes other than PDQ, by their type names, in a fixed order.
+    pub fn others(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("phash", &self.phash),
+            ("dhash", &self.dhash),
+            ("ahash", &self.ahash),
+            ("blockhash", &self.blockhash),
+            ("md5", &self.md5),
+            ("sha1", &self.sha1),
+            ("sha256", &self.sha256),
+        ]
+    }
+
+    /// Set a non-PDQ hash by its type name; false when the type is not one of [`Self::others`].
+    pub fn set_other(&mut self, name: &str, value: String) -> bool {
+        let slot = match name {
+            "phash" => &mut self.phash,
+            "dhash" => &mut self.dhash,
+            "ahash" => &mut self.ahash,
+            "blockhash" => &mut self.blockhash,
+            "md5" => &mut self.md5,
+            "sha1" => &mut self.sha1,
+            "sha256" => &mut self.sha256,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
 }
 
 /// A reusable hasher: holds the configured `image_hasher` instances (their DCT tables are

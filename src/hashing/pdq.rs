@@ -136,20 +136,13 @@ pub enum PdqMode {
 impl std::str::FromStr for PdqMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "full" => Ok(PdqMode::Full),
-            "ref512" => Ok(PdqMode::Ref512),
-            other => Err(format!("unknown PDQ mode {other:?}: use full or ref512")),
-        }
+        crate::names::parse("PDQ mode", s)
     }
 }
 
 impl fmt::Display for PdqMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PdqMode::Full => "full",
-            PdqMode::Ref512 => "ref512",
-        })
+        f.write_str(crate::names::name(self))
     }
 }
 

@@ -107,10 +107,7 @@ pub fn write(dir: &Path, list: &ListIndex) -> Result<PathBuf, SnapshotError> {
     file.write_all(&digest)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&tmp, &path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::datadir::rename_durable(&tmp, &path)?;
     remove_others(dir, id, Some(version));
     Ok(path)
 }

@@ -29,7 +29,8 @@ const NCMEC_REPORT_ANNOTATIONS: [&str; 4] = [
     "spam",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ExportFormat {
     CsarJson,
     NcmecXml,
@@ -37,21 +38,14 @@ pub enum ExportFormat {
 
 impl ExportFormat {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ExportFormat::CsarJson => "csar-json",
-            ExportFormat::NcmecXml => "ncmec-xml",
-        }
+        crate::names::name(&self)
     }
 }
 
 impl std::str::FromStr for ExportFormat {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "csar-json" => Ok(ExportFormat::CsarJson),
-            "ncmec-xml" => Ok(ExportFormat::NcmecXml),
-            _ => Err(format!("format {s:?}: use csar-json or ncmec-xml")),
-        }
+        crate::names::parse("format", s)
     }
 }
 

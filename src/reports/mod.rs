@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::db::{ColumnFamilySpec, Compression};
 use crate::hashing::HashOutput;
 use crate::index::Match;
 use crate::store::StoreError;
@@ -36,15 +37,24 @@ pub use store::{DataDirRotation, KeyEpoch, KeyRotation, ReportStore, ScanCounts,
 /// The schema identifier written into every report body (and the JSON Schema's `$id` tail).
 pub const SCHEMA_ID: &str = "baken.report/v1";
 
-/// Column families this module keeps in the store's database.
-pub const COLUMN_FAMILIES: [&str; 6] = [
-    store::CF_BODIES,
-    store::CF_LEDGER,
-    store::CF_STATE,
-    store::CF_AUDIT,
-    store::CF_COUNTERS,
-    store::CF_META,
-];
+/// Column families this module keeps in the data directory's database (see `db`). All
+/// uncompressed: small, and a byte scan of the directory sees exactly what a purge removed.
+pub const COLUMN_FAMILIES: [ColumnFamilySpec; 6] = {
+    const fn cf(name: &'static str) -> ColumnFamilySpec {
+        ColumnFamilySpec {
+            name,
+            compression: Compression::None,
+        }
+    }
+    [
+        cf(store::CF_BODIES),
+        cf(store::CF_LEDGER),
+        cf(store::CF_STATE),
+        cf(store::CF_AUDIT),
+        cf(store::CF_COUNTERS),
+        cf(store::CF_META),
+    ]
+};
 
 /// The longest retention the regulation allows: 12 months from detection
 /// (Regulation (EU) 2021/1232 Art. 3(1)(i)).
@@ -684,18 +694,16 @@ impl std::fmt::Display for ReportStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    #[serde(alias = "confirm")]
     Confirmed,
+    #[serde(alias = "reject", alias = "false-positive", alias = "false_positive")]
     Rejected,
 }
 
 impl std::str::FromStr for Decision {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "confirm" | "confirmed" => Ok(Decision::Confirmed),
-            "reject" | "rejected" | "false-positive" | "false_positive" => Ok(Decision::Rejected),
-            _ => Err(format!("decision {s:?}: use confirm or reject")),
-        }
+        crate::names::parse("decision", s)
     }
 }
 

@@ -6,7 +6,6 @@
 //! are one fixed DER prefix followed by the 32 key bytes (RFC 8410), so they are read and
 //! written here without an ASN.1 library.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -16,7 +15,7 @@ use sha2::Digest;
 use super::{ReportError, Result};
 
 /// Where a generated key lives inside the data directory.
-pub const KEY_DIR: &str = "keys";
+pub const KEY_DIR: &str = crate::datadir::KEYS;
 pub const KEY_FILE: &str = "report-signing.key";
 
 /// RFC 8410 PKCS#8 v1 prefix of an Ed25519 private key (then the 32-byte seed).
@@ -127,7 +126,7 @@ impl Signer {
 
     /// Write the key as PKCS#8 PEM: file 0600, directory 0700, never over an existing file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -139,26 +138,9 @@ impl Signer {
         der.extend_from_slice(self.key.as_bytes());
         let pem = pem("PRIVATE KEY", &der);
         der.fill(0);
-        // Write to a private temporary name, sync, then link into place: a crash never leaves
-        // a half-written key, and an existing key is never overwritten.
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        linked.map_err(|e| ReportError::Key(format!("writing {}: {e}", path.display())))?;
-        if let Some(dir) = path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
+        // A crash never leaves a half-written key, and an existing key is never overwritten.
+        let written = crate::datadir::write_new(path, pem.as_bytes(), 0o600);
+        written.map_err(|e| ReportError::Key(format!("writing {}: {e}", path.display())))?;
         Ok(())
     }
 

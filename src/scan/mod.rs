@@ -330,14 +330,26 @@ impl Walker<'_> {
             Err(e) => return self.failed(id, io_err(&e), emit),
         };
         if meta.is_dir() {
-            let mut children: Vec<PathBuf> = match std::fs::read_dir(p) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-                Err(e) => return self.failed(id, io_err(&e), emit),
-            };
-            // Sorted so that every run enumerates the same order (the checkpoint relies on it).
-            children.sort();
-            for c in children {
-                if !self.path(&c, emit) {
+            // Sorted by name so that every run enumerates the same order (the checkpoint
+            // relies on it). Links are not followed by the walk; each non-directory entry,
+            // links included, is then judged by `path` like a named input.
+            let walk = walkdir::WalkDir::new(p)
+                .min_depth(1)
+                .follow_links(false)
+                .sort_by_file_name();
+            for entry in walk {
+                let more = match entry {
+                    Ok(e) if e.file_type().is_dir() => true,
+                    Ok(e) => self.path(e.path(), emit),
+                    Err(e) => {
+                        let id = e.path().unwrap_or(p).to_string_lossy().into_owned();
+                        let err = e
+                            .io_error()
+                            .map_or_else(|| DecodeError::Io(e.to_string()), io_err);
+                        self.failed(id, err, emit)
+                    }
+                };
+                if !more {
                     return false;
                 }
             }
@@ -416,22 +428,28 @@ impl Walker<'_> {
     }
 }
 
+/// The reader thread of [`scan`] panicked (a bug; the scan's results so far still stand).
+#[derive(Debug, thiserror::Error)]
+#[error("the input reader panicked")]
+pub struct ReaderPanicked;
+
 /// Scan `inputs`: enumerate them on a reader thread, hash each chunk on the current rayon pool,
 /// and call `on_chunk` with the chunk's results in enumeration order. When `stop` is set the
 /// reader stops and the chunks already read are still hashed and handed over, so the caller's
 /// "first N done" stays exact. `total` is kept up to date for progress (a counting thread;
 /// exact, even for archives and stdin, once the reader has enumerated everything, which is
 /// before the last chunk is handed over). Returns the total number of items enumerated.
-pub fn scan<F>(
+pub fn scan<F, E>(
     inputs: &[String],
     opts: &ScanOptions,
     hasher: &Hasher,
     stop: &AtomicBool,
     total: &ScanTotal,
     mut on_chunk: F,
-) -> anyhow::Result<u64>
+) -> Result<u64, E>
 where
-    F: FnMut(Vec<ScanItem>) -> anyhow::Result<()>,
+    F: FnMut(Vec<ScanItem>) -> Result<(), E>,
+    E: From<ReaderPanicked>,
 {
     // One chunk queued while one is hashed: memory stays at about two chunks.
     let (tx, rx) = mpsc::sync_channel::<Vec<Entry>>(1);
@@ -509,7 +527,7 @@ where
         drop(rx);
         let joined = reader.join();
         done.store(true, Ordering::Relaxed);
-        let seen = joined.map_err(|_| anyhow::anyhow!("the input reader panicked"))?;
+        let seen = joined.map_err(|_| ReaderPanicked)?;
         result.map(|()| seen)
     })
 }

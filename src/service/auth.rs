@@ -6,12 +6,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 /// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Hash, scan and match content.
@@ -39,25 +39,13 @@ impl Role {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Scanner => "scanner",
-            Role::Reviewer => "reviewer",
-            Role::ListAdmin => "list_admin",
-            Role::Auditor => "auditor",
-            Role::Replica => "replica",
-            Role::Admin => "admin",
-        }
+        crate::names::name(&self)
     }
 }
 
 impl Role {
     pub fn parse(s: &str) -> Result<Self, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown role {s:?}: use scanner, reviewer, list_admin, auditor, replica or admin")
-            })
+        crate::names::parse("role", s)
     }
 }
 

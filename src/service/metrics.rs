@@ -11,7 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,64 +212,43 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until `shutdown` resolves. `before` runs before each
-/// scrape (it refreshes gauges read from elsewhere, such as list sizes).
+/// Serve `GET /metrics` (OpenMetrics text; `before` refreshes the gauges first) on `listener`
+/// until `shutdown` changes. HTTP/1.1 by hyper through axum, which tonic's router already
+/// builds; anything else is 404.
 pub async fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     before: Arc<dyn Fn() + Send + Sync>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let conn = tokio::select! {
-            c = listener.accept() => c,
-            _ = shutdown.changed() => break,
-        };
-        let Ok((mut sock, _)) = conn else { continue };
-        let metrics = metrics.clone();
-        let before = before.clone();
-        tokio::spawn(async move {
-            // One request per connection, headers only, bounded in size and time.
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let k = sock.read(&mut buf[n..]).await?;
-                    if k == 0 {
-                        break;
-                    }
-                    n += k;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let response = if method == "GET"
-                && (path == "/metrics" || path.starts_with("/metrics?"))
-            {
-                before();
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                let body = "not found: metrics are at /metrics\n";
-                format!(
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            let _ = sock.write_all(response.as_bytes()).await;
-            let _ = sock.shutdown().await;
+    use axum::http::{StatusCode, header};
+    let scrape = move || {
+        let (metrics, before) = (metrics.clone(), before.clone());
+        async move {
+            before();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                metrics.render(),
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: metrics are at /metrics\n",
+            )
         });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the metrics listener failed");
     }
 }

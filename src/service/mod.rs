@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod convert;
 pub mod limits;
 pub mod lists;
 pub mod metrics;
@@ -23,26 +24,30 @@ pub mod replication;
 pub mod report_store;
 pub mod reports;
 pub mod scan;
+mod server;
+mod status;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Identity as TlsIdentity, Server as TonicServer, ServerTlsConfig,
+};
 use tonic::{Code, Status};
 
-use crate::error::DecodeError;
-use crate::hashing::{Algorithm, HashOptions, Hasher, PdqMode};
+use crate::engine::{Engine, Tally};
 use crate::index::{MatchConfig, Matcher};
 use crate::store::{Store, StoreError};
 
 pub use auth::{Auth, Identity, Role, Rpc};
 pub use config::ServiceConfig;
 pub use reports::{ReportBackend, ReportSink};
+pub use server::Server;
+pub use status::{ERROR_KIND_KEY, decode_status, engine_status, status_with_kind, store_status};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,97 +67,26 @@ pub enum ServeError {
     Transport(String),
 }
 
-/// The metadata key naming an error's stable kind (`truncated`, `busy`, `not_found`, …), set
-/// on every error status the service returns, for callers that branch on it.
-pub const ERROR_KIND_KEY: &str = "baken-error-kind";
-
-/// A status with its kind attached (see [`ERROR_KIND_KEY`]).
-pub fn status_with_kind(code: Code, kind: &str, message: impl Into<String>) -> Status {
-    let mut md = tonic::metadata::MetadataMap::new();
-    if let Ok(v) = kind.parse() {
-        md.insert(ERROR_KIND_KEY, v);
-    }
-    Status::with_metadata(code, message, md)
-}
-
-/// A decode error as a status: limits → RESOURCE_EXHAUSTED, anything wrong with the image →
-/// INVALID_ARGUMENT. The message is the error's own (it never contains input bytes).
-pub fn decode_status(e: &DecodeError) -> Status {
-    let code = if e.is_limit() {
-        Code::ResourceExhausted
-    } else if matches!(e, DecodeError::Io(_)) {
-        Code::Internal
-    } else {
-        Code::InvalidArgument
-    };
-    status_with_kind(
-        code,
-        e.kind(),
-        format!("image rejected ({}): {e}", e.kind()),
-    )
-}
-
-/// A store error as a status. Storage faults are logged here and answered as INTERNAL without
-/// their detail.
-pub fn store_status(e: &StoreError) -> Status {
-    match e {
-        StoreError::NoSuchList(_) => status_with_kind(Code::NotFound, "not_found", e.to_string()),
-        StoreError::ListExists(_) => {
-            status_with_kind(Code::AlreadyExists, "already_exists", e.to_string())
-        }
-        StoreError::BadListName(_) | StoreError::HashValue(_) | StoreError::Invalid(_) => {
-            status_with_kind(Code::InvalidArgument, "invalid", e.to_string())
-        }
-        StoreError::Db(_) | StoreError::Corrupt(_) => {
-            tracing::error!(error = %e, "store error");
-            status_with_kind(
-                Code::Internal,
-                "storage",
-                "storage error; see the server log",
-            )
-        }
-    }
-}
-
-/// Hashers by (algorithms, PDQ mode, fast): each keeps its image_hasher tables, built once.
-type HasherKey = (Vec<Algorithm>, PdqMode, bool);
-
 /// What every service shares.
 pub struct State {
     pub config: ServiceConfig,
     pub store: Arc<Store>,
     pub matcher: Arc<Matcher>,
+    /// The data path (over `matcher`); the RPCs only adapt it.
+    pub engine: Arc<Engine>,
     pub pool: Arc<rayon::ThreadPool>,
     pub admission: limits::Admission,
     pub auth: Auth,
     pub metrics: Arc<metrics::Metrics>,
     pub reports: Option<Arc<dyn ReportBackend>>,
-    pub tally: reports::ScanTally,
+    pub tally: Tally,
     /// Concurrent items per ScanStream (and its read-ahead).
     pub stream_concurrency: usize,
     pub replication: replication::Replication,
-    hashers: Mutex<HashMap<HasherKey, Arc<Hasher>>>,
     _refresher: crate::index::Refresher,
 }
 
 impl State {
-    /// The hasher for these settings, with the configured decode limits.
-    pub fn hasher(&self, algorithms: Vec<Algorithm>, mode: PdqMode, fast: bool) -> Arc<Hasher> {
-        let key = (algorithms, mode, fast);
-        let mut map = self.hashers.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Hasher::new(HashOptions {
-                    algorithms: key.0,
-                    pdq_mode: mode,
-                    fast_min_side: fast.then_some(crate::hashing::FAST_MIN_SIDE),
-                    limits: self.config.decode_limits(),
-                    ..HashOptions::default()
-                }))
-            })
-            .clone()
-    }
-
     /// Refuse list changes on a replica: its lists come from the writer only.
     pub fn check_writable(&self, rpc: Rpc) -> Result<(), Status> {
         let changes = matches!(
@@ -207,6 +141,13 @@ impl State {
     }
 }
 
+/// Hand the scan counts to the report backend; kept in the tally when it refuses them.
+fn flush_tally(st: &State) {
+    if let Err(e) = st.tally.flush(st.reports.as_deref()) {
+        tracing::warn!(error = %e.message(), "scan counts not recorded yet; kept for the next attempt");
+    }
+}
+
 /// A running server.
 pub struct Running {
     /// Where gRPC is served.
@@ -222,6 +163,8 @@ pub struct Running {
     tally_task: tokio::task::JoinHandle<()>,
     follower: Option<tokio::task::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
+    /// The retention task of a report store the [`Server`] opened; stops with the server.
+    purger: Option<crate::reports::store::Purger>,
 }
 
 impl Running {
@@ -283,12 +226,13 @@ impl Running {
         }
         let state = self.state;
         let _ = tokio::task::spawn_blocking(move || {
-            state.tally.flush(state.reports.as_deref());
+            flush_tally(&state);
             // The last reference to the matcher and the store goes here (RocksDB closes);
             // anything still holding one (a task aborted mid-request) lets go when it ends.
             drop(state);
         })
         .await;
+        drop(self.purger);
         tracing::info!("shut down");
         left
     }
@@ -352,6 +296,7 @@ pub async fn start(
             .map_err(|e| ServeError::Transport(e.to_string()))??
     };
     let matcher = Arc::new(matcher);
+    let engine = Arc::new(Engine::local(matcher.clone(), config.decode_limits()));
     let refresher = Matcher::start_refresher(
         &matcher,
         Duration::from_millis(config.refresh_interval_ms.max(50)),
@@ -367,14 +312,14 @@ pub async fn start(
         config,
         store,
         matcher,
+        engine,
         pool,
         auth,
         metrics: metrics.clone(),
         reports,
-        tally: reports::ScanTally::default(),
+        tally: Tally::default(),
         stream_concurrency,
         replication,
-        hashers: Mutex::new(HashMap::new()),
         _refresher: refresher,
     });
 
@@ -436,8 +381,7 @@ pub async fn start(
             loop {
                 tick.tick().await;
                 let st = st.clone();
-                let _ = tokio::task::spawn_blocking(move || st.tally.flush(st.reports.as_deref()))
-                    .await;
+                let _ = tokio::task::spawn_blocking(move || flush_tally(&st)).await;
             }
         })
     };
@@ -507,7 +451,7 @@ pub async fn start(
                 .map_err(|e| ServeError::Transport(e.to_string()))?;
             let mut rx = stop_rx.clone();
             tokio::spawn(
-                Server::builder()
+                TonicServer::builder()
                     .add_service(health_service.clone())
                     .serve_with_incoming_shutdown(TcpIncoming::from(l), async move {
                         let _ = rx.changed().await;
@@ -538,7 +482,7 @@ pub async fn start(
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
 
-    let mut builder = Server::builder()
+    let mut builder = TonicServer::builder()
         // Idle and dead peers are noticed; a slow client cannot hold a connection forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
@@ -606,6 +550,7 @@ pub async fn start(
         tally_task,
         follower,
         health,
+        purger: None,
     })
 }
 

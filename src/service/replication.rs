@@ -20,12 +20,10 @@ use tonic::{Code, Request, Response, Status};
 use super::auth::{Identity, Rpc};
 use super::config::{ReplicationMode, ServiceConfig};
 use super::reports::{CreatedReport, NewReport, ReportBackend, ReportSink, ScanCounts};
-use super::{ServeError, State, pb, status_with_kind, store_status};
-use crate::hashing::{HashOutput, PdqMode, PdqOutput};
-use crate::index::{Match, TRANSFORMS};
+use super::{ServeError, State, convert, pb, status_with_kind, store_status};
 use crate::replication::{self as repl, Applier, PullDigest, PullEnd};
 use crate::reports::{PublicKey, Signer};
-use crate::store::{HashType, ListMeta, StoreError};
+use crate::store::{ListMeta, StoreError};
 
 /// Records per message of a pull (each a few hundred bytes: ~1 MiB messages).
 const PULL_BATCH: usize = 4096;
@@ -195,23 +193,22 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             let context = q
                 .context
                 .ok_or_else(|| invalid("report_context is required"))?;
-            let hashes = hash_output(q.hashes.as_ref().ok_or_else(|| invalid("hashes are required"))?)?;
+            let hashes = convert::hash_output(
+                q.hashes.as_ref().ok_or_else(|| invalid("hashes are required"))?,
+            )?;
             let matches = q
                 .matches
                 .iter()
-                .map(match_from_pb)
+                .map(convert::match_from_pb)
                 .collect::<Result<Vec<_>, _>>()?;
             if matches.is_empty() {
                 return Err(invalid("a report needs at least one match"));
             }
             // The replica vouches for its caller; both are recorded.
-            let actor = Identity {
-                name: if q.actor.is_empty() {
-                    who.name.clone()
-                } else {
-                    format!("{} via {}", q.actor, who.name)
-                },
-                roles: who.roles.clone(),
+            let actor = if q.actor.is_empty() {
+                who.name.clone()
+            } else {
+                format!("{} via {}", q.actor, who.name)
             };
             let created = self
                 .state
@@ -373,59 +370,6 @@ fn status_of(st: &State) -> Result<pb::ReplicationStatusResponse, Status> {
 }
 
 /// The hashes a replica sent, in the shape reports take.
-fn hash_output(h: &pb::HashResponse) -> Result<HashOutput, Status> {
-    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
-    let pdq = h.pdq.as_ref().map(|p| PdqOutput {
-        hash: p.hash.clone(),
-        quality: u8::try_from(p.quality.min(100)).unwrap_or(100),
-        dihedral: p.dihedral.clone(),
-        mode: match pb::PdqMode::try_from(p.mode) {
-            Ok(pb::PdqMode::Ref512) => PdqMode::Ref512,
-            _ => PdqMode::Full,
-        },
-        fast: p.fast,
-    });
-    Ok(HashOutput {
-        image: None,
-        pdq,
-        phash: opt(&h.phash),
-        dhash: opt(&h.dhash),
-        ahash: opt(&h.ahash),
-        blockhash: opt(&h.blockhash),
-        md5: opt(&h.md5),
-        sha1: opt(&h.sha1),
-        sha256: opt(&h.sha256),
-    })
-}
-
-fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
-    let hash_type = HashType::new(&m.hash_type).map_err(|e| invalid(format!("matches: {e}")))?;
-    let transform = if m.transform.is_empty() {
-        None
-    } else {
-        Some(
-            TRANSFORMS
-                .iter()
-                .copied()
-                .find(|t| *t == m.transform)
-                .ok_or_else(|| invalid(format!("matches: unknown transform {:?}", m.transform)))?,
-        )
-    };
-    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
-    Ok(Match {
-        list: m.list.clone(),
-        list_version: m.list_version,
-        hash_type,
-        hash: m.hash.clone(),
-        entry: m.entry.clone(),
-        distance: m.distance,
-        threshold: m.threshold,
-        transform,
-        classification: opt(&m.classification),
-        media_type: opt(&m.media_type),
-    })
-}
-
 /// Adds the replica's bearer token to every call to the writer.
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
@@ -697,12 +641,15 @@ impl ForwardingBackend {
 }
 
 impl ReportSink for ForwardingBackend {
+    type Context = pb::ReportContext;
+    type Error = Status;
+
     fn create(&self, r: NewReport<'_>) -> Result<CreatedReport, Status> {
         let req = pb::SubmitReportRequest {
             context: Some(r.context.clone()),
-            hashes: Some(super::scan::hash_response(r.hashes)),
-            matches: r.matches.iter().map(super::scan::pb_match).collect(),
-            actor: r.actor.name.clone(),
+            hashes: Some(convert::hash_response(r.hashes)),
+            matches: r.matches.iter().map(convert::pb_match).collect(),
+            actor: r.actor.to_string(),
         };
         let mut c = self.client.clone();
         let res = self.rt.block_on(async move {
@@ -717,6 +664,7 @@ impl ReportSink for ForwardingBackend {
                 Ok(CreatedReport {
                     report_id: resp.report_id,
                     status: resp.status,
+                    retention_deadline: None,
                 })
             }
             // The writer's own verdicts on the request pass through as they are.

@@ -13,21 +13,27 @@ use super::auth::Identity;
 use super::config::ReportsConfig;
 use super::pb;
 use super::reports::{CreatedReport, NewReport, ReportBackend, ReportSink, ScanCounts};
+use crate::engine::StoreSink;
 use crate::reports::store::ReportStore;
 use crate::reports::{
-    self, AbuseType, CallerContext, Contact, Decision, FileHashes, IpEvent, IpEventKind, Location,
-    Provider, Recipient, RemovalStatus, ReportError, ReportState, ReportedUser, Urgency, export,
-    stats,
+    self, AbuseType, CallerContext, Contact, Decision, IpEvent, IpEventKind, Location, Provider,
+    Recipient, RemovalStatus, ReportError, ReportState, ReportedUser, Urgency, export, stats,
 };
 
 pub struct StoreBackend {
     rs: Arc<ReportStore>,
+    /// Creation and counts go through the engine's sink over the same store.
+    sink: StoreSink,
     config: ReportsConfig,
 }
 
 impl StoreBackend {
     pub fn new(rs: Arc<ReportStore>, config: ReportsConfig) -> StoreBackend {
-        StoreBackend { rs, config }
+        let sink = StoreSink {
+            store: rs.clone(),
+            now: None,
+        };
+        StoreBackend { rs, sink, config }
     }
 
     pub fn store(&self) -> &Arc<ReportStore> {
@@ -209,6 +215,9 @@ fn state_pb(s: &ReportState) -> pb::ReportState {
 }
 
 impl ReportSink for StoreBackend {
+    type Context = pb::ReportContext;
+    type Error = Status;
+
     fn create(&self, r: NewReport<'_>) -> Result<CreatedReport, Status> {
         if r.context.content_reference.trim().is_empty() {
             return Err(invalid(
@@ -216,25 +225,18 @@ impl ReportSink for StoreBackend {
             ));
         }
         let ctx = self.context(r.context)?;
-        let file = FileHashes::from(r.hashes);
-        let report = self
-            .rs
-            .create(&ctx, &file, r.matches, now(), &r.actor.name)
-            .map_err(status)?;
-        Ok(CreatedReport {
-            report_id: report.state.report_id,
-            status: report.state.status.as_str().to_string(),
-        })
+        self.sink
+            .create(crate::engine::NewReport {
+                context: &ctx,
+                hashes: r.hashes,
+                matches: r.matches,
+                actor: r.actor,
+            })
+            .map_err(status)
     }
 
     fn record_scans(&self, c: ScanCounts) -> Result<(), Status> {
-        let counts = reports::store::ScanCounts {
-            matched: c.matched,
-            not_matched: c.not_matched,
-            suppressed: c.suppressed,
-            failed: c.failed,
-        };
-        self.rs.record_scans(&counts, now()).map_err(status)
+        self.sink.record_scans(c).map_err(status)
     }
 }
 

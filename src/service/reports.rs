@@ -10,7 +10,6 @@
 //! service calls them on the blocking pool, never on the async runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
@@ -18,58 +17,18 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::auth::{Identity, Rpc};
 use super::pb;
-use crate::hashing::HashOutput;
-use crate::index::Match;
 
-/// What the service hands over to create a report for one matched item.
-pub struct NewReport<'a> {
-    /// The caller's context (content reference, account, IP events, …), as sent.
-    pub context: &'a pb::ReportContext,
-    /// The item's hashes: computed by Baken (Scan) or sent by the caller (MatchHashes). Only
-    /// matched items get here.
-    pub hashes: &'a HashOutput,
-    /// The matches (suppressed ones are not reported).
-    pub matches: &'a [Match],
-    /// The authenticated caller, recorded as the report's creator.
-    pub actor: &'a Identity,
-}
+pub use crate::engine::{CreatedReport, ReportSink};
+pub use crate::reports::ScanCounts;
 
-/// A created report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedReport {
-    pub report_id: String,
-    /// pending_review | ready_to_send.
-    pub status: String,
-}
-
-/// Scan outcomes, for the transparency statistics' volume figures. Nothing else about scanned
-/// content is passed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanCounts {
-    pub matched: u64,
-    pub not_matched: u64,
-    /// All matches suppressed by a negative list (counted in `not_matched` too).
-    pub suppressed: u64,
-    /// Could not be decoded.
-    pub failed: u64,
-}
-
-/// Creates reports from matches.
-pub trait ReportSink: Send + Sync {
-    /// Create the report of one matched item. Errors are statuses: INVALID_ARGUMENT for a bad
-    /// context (e.g. no content_reference), INTERNAL for storage faults.
-    fn create(&self, report: NewReport<'_>) -> Result<CreatedReport, Status>;
-
-    /// Add scan outcomes to the statistics (called in batches every few seconds).
-    fn record_scans(&self, _counts: ScanCounts) -> Result<(), Status> {
-        Ok(())
-    }
-}
+/// What the service hands a report backend for one matched item: the caller's context as
+/// the API sent it.
+pub type NewReport<'a> = crate::engine::NewReport<'a, pb::ReportContext>;
 
 /// The report store as the API sees it. Each method gets the authenticated caller (for the
 /// access audit) and returns API messages or a status (NOT_FOUND, FAILED_PRECONDITION,
 /// INVALID_ARGUMENT, INTERNAL).
-pub trait ReportBackend: ReportSink {
+pub trait ReportBackend: ReportSink<Context = pb::ReportContext, Error = Status> {
     fn get(&self, req: &pb::GetReportRequest, who: &Identity) -> Result<pb::Report, Status>;
     fn list(
         &self,
@@ -101,58 +60,6 @@ pub trait ReportBackend: ReportSink {
         req: &pb::GetReportAuditRequest,
         who: &Identity,
     ) -> Result<pb::GetReportAuditResponse, Status>;
-}
-
-/// Scan outcomes counted in memory and handed to the sink in batches.
-#[derive(Default)]
-pub struct ScanTally {
-    matched: AtomicU64,
-    not_matched: AtomicU64,
-    suppressed: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl ScanTally {
-    pub fn add(&self, matched: bool, suppressed: bool) {
-        if matched {
-            self.matched.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.not_matched.fetch_add(1, Ordering::Relaxed);
-            if suppressed {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    pub fn failed(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Hand the counts so far to `sink` (they are dropped without one: nothing to keep them).
-    pub fn flush(&self, sink: Option<&dyn ReportBackend>) {
-        let counts = ScanCounts {
-            matched: self.matched.swap(0, Ordering::Relaxed),
-            not_matched: self.not_matched.swap(0, Ordering::Relaxed),
-            suppressed: self.suppressed.swap(0, Ordering::Relaxed),
-            failed: self.failed.swap(0, Ordering::Relaxed),
-        };
-        if counts == ScanCounts::default() {
-            return;
-        }
-        if let Some(s) = sink
-            && let Err(e) = s.record_scans(counts)
-        {
-            // Kept for the next flush: a sink that is down for a while (a replica's writer)
-            // must not cost the statistics their volumes.
-            self.matched.fetch_add(counts.matched, Ordering::Relaxed);
-            self.not_matched
-                .fetch_add(counts.not_matched, Ordering::Relaxed);
-            self.suppressed
-                .fetch_add(counts.suppressed, Ordering::Relaxed);
-            self.failed.fetch_add(counts.failed, Ordering::Relaxed);
-            tracing::warn!(error = %e.message(), "scan counts not recorded yet; kept for the next attempt");
-        }
-    }
 }
 
 /// The message a Scan answer carries when no report could be created for a match.

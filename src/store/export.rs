@@ -4,7 +4,8 @@ use std::io::Write;
 
 use super::{ListMeta, Result, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     Csv,
     Jsonl,
@@ -13,11 +14,7 @@ pub enum ExportFormat {
 impl std::str::FromStr for ExportFormat {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "csv" => Ok(ExportFormat::Csv),
-            "jsonl" => Ok(ExportFormat::Jsonl),
-            other => Err(format!("unknown export format {other:?}: use csv or jsonl")),
-        }
+        crate::names::parse("export format", s)
     }
 }
 

@@ -6,13 +6,13 @@
 use std::io::{BufRead, Read};
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::{Change, ChangeCounts, HashType, Incoming, ListMeta, Store, StoreError};
 
 /// Supported input formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// `hash_type,hash,classification,external_id[,media_type,deleted,tags]`, header optional.
@@ -20,31 +20,22 @@ pub enum Format {
     /// The same, tab-separated.
     Tsv,
     /// ThreatExchange hash exports / threat_updates: `{id, indicator, type, should_delete, tags}`.
+    #[serde(alias = "threatexchange", alias = "te")]
     ThreatExchange,
     /// StopNCII: `{signalType, hashValue, hashStatus, …}` (array, `hashRecords`, or JSON lines).
     Stopncii,
     /// NCMEC hash sharing XML: `image`/`video` with `fingerprints`, `deletedImage`/`deletedVideo`.
+    #[serde(alias = "ncmec-xml")]
     Ncmec,
     /// Project VIC VICS JSON/OData: `value[] {MediaID, Category, MD5, SHA1}`.
+    #[serde(alias = "projectvic", alias = "project-vic")]
     Vics,
 }
 
 impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "csv" => Format::Csv,
-            "tsv" => Format::Tsv,
-            "threatexchange" | "te" | "threat-exchange" => Format::ThreatExchange,
-            "stopncii" => Format::Stopncii,
-            "ncmec" | "ncmec-xml" => Format::Ncmec,
-            "vics" | "projectvic" | "project-vic" => Format::Vics,
-            other => {
-                return Err(format!(
-                    "unknown format {other:?}: use csv, tsv, threatexchange, stopncii, ncmec or vics"
-                ));
-            }
-        })
+        crate::names::parse("format", &s.to_ascii_lowercase())
     }
 }
 

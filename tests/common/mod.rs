@@ -1,24 +1,27 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::path::PathBuf;
 
-/// `../shared` next to the repository, when present (CI always has it; a fresh clone elsewhere
-/// may not). Tests that need it call this and return early with a message when it is absent.
+/// `../shared` next to the repository, when present. Under CI (`CI` set) its absence fails
+/// the test: CI always lays it beside the clone, and a silent skip there would hide a broken
+/// setup. Elsewhere (a fresh clone on its own) the test skips with a visible message.
 pub fn shared_dir() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
     if p.join("vectors").is_dir() {
-        Some(p)
-    } else {
-        // Written straight to stderr: the test harness captures `eprintln!`, and a skip must be
-        // visible in the run's output.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: ../shared is absent (needs the shared test data next to the clone)"
-        );
-        None
+        return Some(p);
     }
+    let why = "../shared is absent (needs the shared test data next to the clone)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}: CI must have it");
+    }
+    // Written straight to stderr: the test harness captures `eprintln!`, and a skip must be
+    // visible in the run's output.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+    None
 }
 
 /// Minimal CSV splitting for the shared manifests: handles quoted fields with commas.
@@ -223,4 +226,85 @@ pub fn rgb_png(px: &[u8], width: u32, height: u32) -> Vec<u8> {
 /// [`generated_image`] (RGB) as PNG.
 pub fn generated_png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     rgb_png(&generated_image(width, height, 3, seed), width, height)
+}
+
+/// A `baken serve` child process, ended (killed) when the test ends, however it ends.
+pub struct ServeChild(pub std::process::Child);
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `baken serve` (`cmd`: the binary with its arguments and environment; `serve --listen
+/// 127.0.0.1:0` among them) and return it with the address it announces on stderr. Stderr is
+/// drained afterwards (echoed with a `server:` prefix), so the server never blocks on a full
+/// pipe.
+pub fn spawn_serve(mut cmd: std::process::Command) -> (ServeChild, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = ServeChild(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.split("serving gRPC on ").nth(1) {
+                let _ = tx.send(addr.split(',').next().unwrap_or("").trim().to_string());
+            }
+            eprintln!("server: {line}");
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the server did not announce its address");
+    (server, addr)
+}
+
+/// The `baken` binary on data directory `data`, acting as `ci`, with nothing inherited that
+/// would change where it reads its data or keys.
+pub fn baken_at(data: &std::path::Path) -> std::process::Command {
+    // `option_env!`: examples include this file too, and only tests have the binary's path.
+    let Some(bin) = option_env!("CARGO_BIN_EXE_baken") else {
+        panic!("baken_at is for integration tests, which cargo gives the binary's path")
+    };
+    let mut c = std::process::Command::new(bin);
+    c.arg("--data")
+        .arg(data)
+        .env("BAKEN_ACTOR", "ci")
+        .env_remove("BAKEN_DATA")
+        .env_remove("BAKEN_SIGNING_KEY");
+    c
+}
+
+/// The JSON lines of a command's output (blank lines skipped; a line that is not JSON fails
+/// the test, naming it).
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// Write RGB pixels as a PNG file; its bytes.
+pub fn save_png(path: &std::path::Path, px: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let bytes = rgb_png(px, w, h);
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// A file's permission bits.
+pub fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }

@@ -1,0 +1,281 @@
+//! The data path, owned once: bytes → hashes → query → match → outcome → report and counters.
+//!
+//! `baken match`, `baken scan` and the gRPC `Scan`/`MatchHashes`/`ScanStream` are adapters over
+//! [`Engine`]: they parse their inputs, call it, and render what it returns. Nothing else turns
+//! a [`HashOutput`] into a query, picks the hashers a request needs, matches, counts outcomes
+//! or creates reports; video and re-framed-image candidates land here, once.
+//!
+//! Invariant: image bytes enter [`Engine::scan`] by value and are dropped as soon as they are
+//! hashed; nothing downstream of the hasher sees them.
+
+pub mod remote;
+pub mod report;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::decode::DecodeLimits;
+use crate::error::DecodeError;
+use crate::hashing::{self, Algorithm, HashOptions, HashOutput, Hasher, PdqMode};
+use crate::index::{MatchResult, Matcher, QueryHash};
+use crate::store::{HashType, StoreError};
+
+pub use remote::RemoteMatcher;
+pub use report::{CreatedReport, NewReport, ReportOutcome, ReportSink, StoreSink, Tally};
+
+/// Why an item could not be matched.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The image could not be decoded or hashed (the item's own fault).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The local store (unknown list, storage fault).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A remote matcher answered with an error (its gRPC code and message).
+    #[error("server: {code}: {message}")]
+    Remote { code: tonic::Code, message: String },
+    /// A remote matcher could not be reached or set up.
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// Where query hashes are matched: the local index, or a `baken serve` over gRPC.
+pub trait HashMatcher: Send + Sync {
+    /// The hash types the lists hold, or `None` when this side cannot know (a remote server):
+    /// then every type is computed.
+    fn hash_types(&self) -> Result<Option<BTreeSet<String>>, EngineError>;
+
+    /// Fail with the store's error when a named list does not exist (checked before any work).
+    fn check_lists(&self, lists: &[String]) -> Result<(), EngineError>;
+
+    /// Match one item's query hashes against all lists, or only `only` (negative lists always
+    /// apply).
+    fn match_query(
+        &self,
+        query: &[QueryHash],
+        only: Option<&[String]>,
+    ) -> Result<MatchResult, EngineError>;
+}
+
+impl HashMatcher for Matcher {
+    fn hash_types(&self) -> Result<Option<BTreeSet<String>>, EngineError> {
+        let mut types = BTreeSet::new();
+        for l in self.store().lists()? {
+            types.extend(l.hash_types.iter().map(|t| t.as_str().to_string()));
+        }
+        Ok(Some(types))
+    }
+
+    fn check_lists(&self, lists: &[String]) -> Result<(), EngineError> {
+        for l in lists {
+            self.store().list(l)?;
+        }
+        Ok(())
+    }
+
+    fn match_query(
+        &self,
+        query: &[QueryHash],
+        only: Option<&[String]>,
+    ) -> Result<MatchResult, EngineError> {
+        Ok(Matcher::match_query(self, query, only)?)
+    }
+}
+
+/// One matched item: the match result and the item's hashes (for its report).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: MatchResult,
+    pub hashes: HashOutput,
+}
+
+/// What an item came to, as counters and logs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    /// Every match was suppressed by a negative list.
+    Suppressed,
+    NoMatch,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Match => "match",
+            Verdict::Suppressed => "suppressed",
+            Verdict::NoMatch => "no_match",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn verdict(&self) -> Verdict {
+        if !self.result.matches.is_empty() {
+            Verdict::Match
+        } else if !self.result.suppressed.is_empty() {
+            Verdict::Suppressed
+        } else {
+            Verdict::NoMatch
+        }
+    }
+
+    pub fn is_match(&self) -> bool {
+        !self.result.matches.is_empty()
+    }
+
+    /// The matched lists, each once, sorted.
+    pub fn matched_lists(&self) -> Vec<String> {
+        let mut lists: Vec<String> = self.result.matches.iter().map(|m| m.list.clone()).collect();
+        lists.sort_unstable();
+        lists.dedup();
+        lists
+    }
+}
+
+/// Hashers by (algorithms, PDQ mode, fast): each keeps its image_hasher tables, built once.
+type HasherKey = (Vec<Algorithm>, PdqMode, bool);
+
+/// The single owner of the data path. Cheap to share (`Arc`); every method takes `&self`.
+pub struct Engine {
+    matcher: Arc<dyn HashMatcher>,
+    limits: DecodeLimits,
+    hashers: Mutex<HashMap<HasherKey, Arc<Hasher>>>,
+}
+
+impl Engine {
+    pub fn new(matcher: Arc<dyn HashMatcher>, limits: DecodeLimits) -> Engine {
+        Engine {
+            matcher,
+            limits,
+            hashers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Over the local index.
+    pub fn local(matcher: Arc<Matcher>, limits: DecodeLimits) -> Engine {
+        Engine::new(matcher, limits)
+    }
+
+    pub fn matcher(&self) -> &Arc<dyn HashMatcher> {
+        &self.matcher
+    }
+
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// What matching needs computed: PDQ and the exact hashes always (a report carries them,
+    /// and decoding with PDQ is what tells a corrupt file from an image), the other perceptual
+    /// hashes only when some list holds that type (pHash and its kin resize the whole image
+    /// and cost several times PDQ on large photos). Every type when the lists are not known.
+    pub fn match_algorithms(&self) -> Result<Vec<Algorithm>, EngineError> {
+        let Some(types) = self.matcher.hash_types()? else {
+            return Ok(Algorithm::ALL.to_vec());
+        };
+        Ok(Algorithm::ALL
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Algorithm::Pdq | Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256
+                ) || types.contains(a.name())
+            })
+            .collect())
+    }
+
+    /// The hasher for these settings, with the engine's decode limits (built once per setting).
+    pub fn hasher(&self, mut algorithms: Vec<Algorithm>, mode: PdqMode, fast: bool) -> Arc<Hasher> {
+        algorithms.sort();
+        algorithms.dedup();
+        let key = (algorithms, mode, fast);
+        let mut map = self.hashers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Hasher::new(HashOptions {
+                    algorithms: key.0,
+                    pdq_mode: mode,
+                    fast_min_side: fast.then_some(hashing::FAST_MIN_SIDE),
+                    limits: self.limits,
+                    ..HashOptions::default()
+                }))
+            })
+            .clone()
+    }
+
+    /// The hasher matching needs ([`Engine::match_algorithms`]).
+    pub fn match_hasher(&self, mode: PdqMode) -> Result<Arc<Hasher>, EngineError> {
+        Ok(self.hasher(self.match_algorithms()?, mode, false))
+    }
+
+    /// See [`HashMatcher::check_lists`].
+    pub fn check_lists(&self, lists: &[String]) -> Result<(), EngineError> {
+        self.matcher.check_lists(lists)
+    }
+
+    /// Hash one image with `hasher` and match it. The bytes are dropped as soon as they are
+    /// hashed.
+    pub fn scan(
+        &self,
+        hasher: &Hasher,
+        image: Vec<u8>,
+        lists: &[String],
+    ) -> Result<Outcome, EngineError> {
+        self.check_lists(lists)?;
+        let hashes = hasher.hash_bytes(&image);
+        drop(image);
+        self.match_output(hashes?, lists)
+    }
+
+    /// Match hashes Baken computed.
+    pub fn match_output(
+        &self,
+        hashes: HashOutput,
+        lists: &[String],
+    ) -> Result<Outcome, EngineError> {
+        let query = query_from(&hashes);
+        self.match_hashes(&query, hashes, lists)
+    }
+
+    /// Match query hashes (`hashes` is the same item in the shape reports take).
+    pub fn match_hashes(
+        &self,
+        query: &[QueryHash],
+        hashes: HashOutput,
+        lists: &[String],
+    ) -> Result<Outcome, EngineError> {
+        let only = (!lists.is_empty()).then_some(lists);
+        let result = self.matcher.match_query(query, only)?;
+        Ok(Outcome { result, hashes })
+    }
+}
+
+/// Query hashes for a hashed item: PDQ with its 8 dihedrals and quality, the rest as they are.
+/// The hex of [`HashOutput`] is decoded here and nowhere else.
+pub fn query_from(out: &HashOutput) -> Vec<QueryHash> {
+    let mut q = Vec::new();
+    let ty = |s: &str| HashType::new(s).ok();
+    if let (Some(p), Some(t)) = (&out.pdq, ty("pdq")) {
+        q.push(QueryHash {
+            hash_type: t,
+            variants: p
+                .dihedral
+                .iter()
+                .filter_map(|h| hex::decode(h).ok())
+                .collect(),
+            quality: Some(p.quality),
+        });
+    }
+    for (name, v) in out.others() {
+        if let (Some(v), Some(t)) = (v, ty(name))
+            && let Ok(bytes) = hex::decode(v)
+        {
+            q.push(QueryHash {
+                hash_type: t,
+                variants: vec![bytes],
+                quality: None,
+            });
+        }
+    }
+    q
+}

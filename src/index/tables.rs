@@ -1,0 +1,386 @@
+//! The tables a list index is made of: hash sets for exact types, word-planar bit tables
+//! (scanned, or multi-index hashed) for Hamming types, flat byte tables for L2 types.
+
+use super::*;
+
+/// One Hamming-distance table, searched by scan or by multi-index hashing.
+#[derive(Debug)]
+pub enum BitIndex {
+    Scan(BitTable),
+    Multi(mih::MultiIndex),
+}
+
+impl BitIndex {
+    /// Build from row-major packed hashes (`words` u64 per entry).
+    pub fn build(kind: IndexKind, bytes: usize, rows: &[u64]) -> BitIndex {
+        let words = bytes.div_ceil(8);
+        let len = rows.len() / words.max(1);
+        let multi = match kind {
+            IndexKind::Scan => false,
+            IndexKind::MultiIndex => true,
+            IndexKind::Auto => len >= AUTO_MULTI_INDEX_MIN,
+        };
+        // Entry numbers are u32 in the multi-index.
+        if multi && u32::try_from(len).is_ok() {
+            BitIndex::Multi(mih::MultiIndex::build(bytes, words, rows))
+        } else {
+            let mut t = BitTable::new(bytes);
+            t.reserve(len);
+            for row in rows.chunks_exact(words) {
+                t.push_words(row);
+            }
+            BitIndex::Scan(t)
+        }
+    }
+
+    pub fn words(&self) -> usize {
+        match self {
+            BitIndex::Scan(t) => t.words,
+            BitIndex::Multi(m) => m.words,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            BitIndex::Scan(t) => t.len,
+            BitIndex::Multi(m) => m.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            BitIndex::Scan(_) => "scan",
+            BitIndex::Multi(_) => "mih",
+        }
+    }
+
+    pub fn search(&self, queries: &[Vec<u64>], radius: u32) -> Vec<scan::Hit> {
+        match self {
+            BitIndex::Scan(t) => scan::hamming_scan(t, queries, radius),
+            BitIndex::Multi(m) => m.search(queries, radius),
+        }
+    }
+
+    pub fn entry_bytes(&self, i: usize) -> Vec<u8> {
+        match self {
+            BitIndex::Scan(t) => t.entry_bytes(i),
+            BitIndex::Multi(m) => m.entry_bytes(i),
+        }
+    }
+
+    /// Every entry's packed words, little-endian, in entry order (for snapshots).
+    pub fn write_rows(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        for i in 0..self.len() {
+            for word in 0..self.words() {
+                let x = match self {
+                    BitIndex::Scan(t) => t.word(i, word),
+                    BitIndex::Multi(m) => m.word(i, word),
+                };
+                w.write_all(&x.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            BitIndex::Scan(t) => t.data.len() * 8,
+            BitIndex::Multi(m) => m.memory_bytes(),
+        }
+    }
+}
+
+/// Bit vectors of one length in blocks of 8, word-planar: word `w` of entry `8b + l` is
+/// `data[(b * words + w) * 8 + l]` (see `scan`). Padding lanes of the last block are zero and
+/// ignored. Memory: exactly the hash bytes, rounded up to 8 entries.
+#[derive(Debug, Default, Clone)]
+pub struct BitTable {
+    pub bytes: usize,
+    pub words: usize,
+    pub len: usize,
+    pub data: Vec<u64>,
+}
+
+impl BitTable {
+    pub fn new(bytes: usize) -> Self {
+        BitTable {
+            bytes,
+            words: bytes.div_ceil(8),
+            len: 0,
+            data: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.push_words(&pack(bytes, self.words));
+    }
+
+    pub fn reserve(&mut self, entries: usize) {
+        self.data
+            .reserve(entries.div_ceil(scan::LANES) * scan::LANES * self.words);
+    }
+
+    /// Append one entry given packed (see [`pack`]).
+    pub fn push_words(&mut self, words: &[u64]) {
+        let lanes = scan::LANES;
+        let (block, lane) = (self.len / lanes, self.len % lanes);
+        if lane == 0 {
+            self.data.resize(self.data.len() + self.words * lanes, 0);
+        }
+        let base = block * self.words * lanes + lane;
+        for (w, x) in words.iter().enumerate().take(self.words) {
+            self.data[base + w * lanes] = *x;
+        }
+        self.len += 1;
+    }
+
+    pub(crate) fn word(&self, i: usize, w: usize) -> u64 {
+        let lanes = scan::LANES;
+        self.data[((i / lanes) * self.words + w) * lanes + i % lanes]
+    }
+
+    /// Hamming distance of entry `i` to a packed query.
+    pub fn distance(&self, i: usize, q: &[u64]) -> u32 {
+        (0..self.words)
+            .map(|w| (self.word(i, w) ^ q[w]).count_ones())
+            .sum()
+    }
+
+    /// The stored bytes of entry `i`.
+    pub fn entry_bytes(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.words * 8);
+        for w in 0..self.words {
+            out.extend_from_slice(&self.word(i, w).to_be_bytes());
+        }
+        out.truncate(self.bytes);
+        out
+    }
+}
+
+/// Big-endian packing, zero-padded: equal Hamming distance to the byte form.
+pub fn pack(bytes: &[u8], words: usize) -> Vec<u64> {
+    let mut out = vec![0u64; words];
+    for (i, chunk) in bytes.chunks(8).enumerate().take(words) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        out[i] = u64::from_be_bytes(b);
+    }
+    out
+}
+
+/// [`pack`], appending to `out` (no allocation per entry on the index build path).
+pub fn pack_into(bytes: &[u8], words: usize, out: &mut Vec<u64>) {
+    let start = out.len();
+    out.resize(start + words, 0);
+    for (i, chunk) in bytes.chunks(8).enumerate().take(words) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        out[start + i] = u64::from_be_bytes(b);
+    }
+}
+
+/// The hash tables of a set of entries: a set per exact type, a searchable table per Hamming
+/// type and length, concatenated vectors per L2 type.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub(crate) exact: HashMap<HashType, HashSet<Box<[u8]>>>,
+    pub(crate) bits: HashMap<(HashType, usize), BitIndex>,
+    pub(crate) l2: HashMap<HashType, Vec<u8>>,
+    pub entries: u64,
+}
+
+impl Tables {
+    /// Bytes of RAM held by hash data (for sizing figures).
+    pub fn hash_bytes(&self) -> usize {
+        let e: usize = self
+            .exact
+            .values()
+            .map(|s| s.iter().map(|h| h.len() + 16).sum::<usize>())
+            .sum();
+        let b: usize = self.bits.values().map(BitIndex::memory_bytes).sum();
+        let l: usize = self.l2.values().map(Vec::len).sum();
+        e + b + l
+    }
+
+    /// Raw hits of one query hash within `t`: (entry value, distance, variant index).
+    pub(super) fn search(
+        &self,
+        ty: &HashType,
+        variants: &[Vec<u8>],
+        t: u32,
+    ) -> Vec<(Vec<u8>, u32, usize)> {
+        let mut out = Vec::new();
+        match ty.metric() {
+            Metric::Exact => {
+                if let Some(set) = self.exact.get(ty) {
+                    for (vi, v) in variants.iter().enumerate() {
+                        if set.contains(v.as_slice()) {
+                            out.push((v.clone(), 0, vi));
+                        }
+                    }
+                }
+            }
+            Metric::Hamming => {
+                let Some(first) = variants.first() else {
+                    return out;
+                };
+                let Some(table) = self.bits.get(&(ty.clone(), first.len())) else {
+                    return out;
+                };
+                let queries: Vec<Vec<u64>> =
+                    variants.iter().map(|v| pack(v, table.words())).collect();
+                for hit in table.search(&queries, t) {
+                    out.push((table.entry_bytes(hit.index), hit.distance, hit.variant));
+                }
+            }
+            Metric::L2 => {
+                let Some(data) = self.l2.get(ty) else {
+                    return out;
+                };
+                for (vi, v) in variants.iter().enumerate() {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    for e in data.chunks_exact(v.len()) {
+                        let d2: u64 = e
+                            .iter()
+                            .zip(v)
+                            .map(|(a, b)| {
+                                let d = i64::from(*a) - i64::from(*b);
+                                (d * d) as u64
+                            })
+                            .sum();
+                        let d = (d2 as f64).sqrt() as u32;
+                        if d <= t {
+                            out.push((e.to_vec(), d, vi));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Collects entries (sorted by type then value, as the store yields them, or in any order)
+/// into [`Tables`].
+#[derive(Default)]
+pub(super) struct TableBuilder {
+    pub(super) exact: HashMap<HashType, HashSet<Box<[u8]>>>,
+    /// Packed rows of Hamming tables, turned into search structures by `seal`.
+    pub(super) rows: HashMap<(HashType, usize), Vec<u64>>,
+    pub(super) l2: HashMap<HashType, Vec<u8>>,
+    pub(super) entries: u64,
+    pub(super) run: Option<Run>,
+}
+
+impl TableBuilder {
+    /// Add one entry. Work goes in runs of one (type, length): the maps are touched once per
+    /// run, not once per entry.
+    pub(super) fn push(&mut self, ty: &str, hash: &[u8]) -> Result<(), StoreError> {
+        let same = self.run.as_ref().is_some_and(|r| {
+            r.ty.as_str() == ty && (r.len == hash.len() || r.ty.metric() != Metric::Hamming)
+        });
+        if !same {
+            if let Some(r) = self.run.take() {
+                self.finish(r);
+            }
+            self.run = Some(self.start(HashType::new(ty)?, hash.len()));
+        }
+        if let Some(r) = self.run.as_mut() {
+            r.push(hash);
+        }
+        Ok(())
+    }
+
+    pub(super) fn start(&mut self, ty: HashType, len: usize) -> Run {
+        let store = match ty.metric() {
+            Metric::Exact => RunStore::Exact(self.exact.remove(&ty).unwrap_or_default()),
+            Metric::Hamming => RunStore::Bits(
+                self.rows.remove(&(ty.clone(), len)).unwrap_or_default(),
+                len.div_ceil(8),
+            ),
+            Metric::L2 => RunStore::L2(self.l2.remove(&ty).unwrap_or_default()),
+        };
+        Run {
+            ty,
+            len,
+            store,
+            count: 0,
+        }
+    }
+
+    pub(super) fn finish(&mut self, r: Run) {
+        self.entries += r.count;
+        match r.store {
+            RunStore::Exact(s) => {
+                self.exact.insert(r.ty, s);
+            }
+            RunStore::Bits(rows, _) => {
+                self.rows.insert((r.ty, r.len), rows);
+            }
+            RunStore::L2(v) => {
+                self.l2.insert(r.ty, v);
+            }
+        }
+    }
+
+    pub(super) fn seal(mut self, kind: IndexKind) -> Tables {
+        if let Some(r) = self.run.take() {
+            self.finish(r);
+        }
+        Tables {
+            exact: self.exact,
+            bits: self
+                .rows
+                .into_iter()
+                .map(|((ty, len), rows)| {
+                    let idx = BitIndex::build(kind, len, &rows);
+                    ((ty, len), idx)
+                })
+                .collect(),
+            l2: self.l2,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Entries of one (type, length) being added to a list index.
+pub(super) struct Run {
+    pub(super) ty: HashType,
+    pub(super) len: usize,
+    pub(super) store: RunStore,
+    pub(super) count: u64,
+}
+
+pub(super) enum RunStore {
+    Exact(HashSet<Box<[u8]>>),
+    /// Packed rows and words per row.
+    Bits(Vec<u64>, usize),
+    L2(Vec<u8>),
+}
+
+impl Run {
+    pub(super) fn push(&mut self, hash: &[u8]) {
+        self.count += 1;
+        match &mut self.store {
+            RunStore::Exact(s) => {
+                s.insert(hash.into());
+            }
+            RunStore::Bits(rows, words) => pack_into(hash, *words, rows),
+            RunStore::L2(v) => v.extend_from_slice(hash),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers of the service tests (tests/service*.rs): a real server on 127.0.0.1, clients,
+//! tokens.
+#![allow(dead_code)]
+
+use baken::service::{self, Running, ServiceConfig, pb};
+use pb::list_service_client::ListServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+pub async fn start(f: impl FnOnce(&mut ServiceConfig)) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ServiceConfig {
+        listen: "127.0.0.1:0".into(),
+        data: dir.path().join("data"),
+        demo_list: false,
+        refresh_interval_ms: 200,
+        drain_timeout_secs: 20,
+        ..ServiceConfig::default()
+    };
+    c.metrics.listen = "127.0.0.1:0".into();
+    f(&mut c);
+    // As `baken serve` starts it: the real report store from the configuration.
+    let r = service::Server::new(c).start().await.unwrap();
+    (r, dir)
+}
+
+pub async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub fn authed<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+pub fn kind(s: &Status) -> String {
+    s.metadata()
+        .get(service::ERROR_KIND_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+pub async fn import_csv(
+    lists: &mut ListServiceClient<Channel>,
+    list: &str,
+    csv: &str,
+    token: Option<&str>,
+) -> Result<pb::ImportListResponse, Status> {
+    let mut msgs = vec![pb::ImportListRequest {
+        part: Some(pb::import_list_request::Part::Header(pb::ImportHeader {
+            list: list.into(),
+            format: pb::ListFormat::Csv as i32,
+            source: "test.csv".into(),
+        })),
+    }];
+    // Split the file across several messages, as a client streaming a large file would.
+    for chunk in csv.as_bytes().chunks(50) {
+        msgs.push(pb::ImportListRequest {
+            part: Some(pb::import_list_request::Part::Data(chunk.to_vec())),
+        });
+    }
+    lists
+        .import_list(authed(tokio_stream::iter(msgs), token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn create_list(lists: &mut ListServiceClient<Channel>, name: &str, token: Option<&str>) {
+    lists
+        .create_list(authed(
+            pb::CreateListRequest {
+                name: name.into(),
+                source: "test".into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+}
+
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// MD5 of `b` as a number (formatted `{:032x}` it is the hex digest).
+pub fn md5_digest(b: &[u8]) -> u128 {
+    use md5::Digest;
+    u128::from_be_bytes(md5::Md5::digest(b).into())
+}
