@@ -5,6 +5,19 @@
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::ser::{Impossible, Serialize, Serializer};
 
+/// `FromStr` by serde name (see [`parse`]); `$what` names the thing in errors.
+#[macro_export]
+macro_rules! from_str_by_name {
+    ($t:ty, $what:literal) => {
+        impl ::std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> ::std::result::Result<Self, String> {
+                $crate::names::parse($what, s)
+            }
+        }
+    };
+}
+
 /// Parse a unit variant by its serde name or an alias; the error lists the names.
 pub fn parse<T: DeserializeOwned>(what: &str, s: &str) -> Result<T, String> {
     T::deserialize(s.into_deserializer())

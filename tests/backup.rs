@@ -68,52 +68,25 @@ fn populated(dir: &Path) -> (PathBuf, Vec<Vec<u8>>) {
     }
     let list = dir.join("list.csv");
     std::fs::write(&list, csv).unwrap();
-    ok(run(&data, &["list", "create", "known", "--source", "test"]));
-    ok(run(
-        &data,
-        &[
-            "list",
-            "import",
-            "known",
-            "--format",
-            "csv",
-            list.to_str().unwrap(),
-        ],
-    ));
-    ok(run(&data, &["list", "create", "other", "--source", "test"]));
+    common::cli_list_from_csv(&data, "known", &["--source", "test"], &list);
     let other = dir.join("other.csv");
     std::fs::write(
         &other,
         "hash_type,hash,external_id\nmd5,00000000000000000000000000000001,x1\nmd5,00000000000000000000000000000002,x2\n",
     )
     .unwrap();
-    ok(run(
-        &data,
-        &[
-            "list",
-            "import",
-            "other",
-            "--format",
-            "csv",
-            other.to_str().unwrap(),
-        ],
-    ));
+    common::cli_list_from_csv(&data, "other", &["--source", "test"], &other);
     ok(run(
         &data,
         &["list", "remove", "other", "--external-id", "x2"],
     ));
     let context = dir.join("context.json");
-    std::fs::write(
+    common::write_context(
         &context,
         serde_json::json!({
-            "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
-            "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
-            "recipient": {"organisation": "NCMEC"},
             "reported_user": {"screen_name": "backup_sentinel"}
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
     let m = run(
         &data,
         &[

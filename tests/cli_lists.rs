@@ -47,24 +47,7 @@ fn build_a_list_from_hashes_and_match_files_against_it() {
     )
     .unwrap();
 
-    assert!(
-        baken(&data)
-            .args(["list", "create", "known", "--source", "test"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let imp = baken(&data)
-        .args(["list", "import", "known", "--format", "csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
+    let imp = common::cli_list_from_csv(&data, "known", &["--source", "test"], &csv);
     let report = &json_lines(&imp.stdout)[0];
     assert_eq!(report["counts"]["added"], 2);
     assert_eq!(report["version_to"], 1);
@@ -183,20 +166,7 @@ fn lists_of_other_perceptual_types_are_matched() {
         format!("hash_type,hash,classification,external_id\nphash,{phash},A1,p-1\n"),
     )
     .unwrap();
-    assert!(
-        baken(&data)
-            .args(["list", "create", "p"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let o = baken(&data)
-        .args(["list", "import", "p", "--format", "csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::cli_list_from_csv(&data, "p", &[], &csv);
     for cmd in ["match", "scan"] {
         let o = baken(&data).arg(cmd).arg(&known).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{cmd}: a match");

@@ -61,35 +61,16 @@ fn reports_from_matches_through_review_export_stats_retention_and_verify() {
         ),
     )
     .unwrap();
-    ok(&run(
-        &data,
-        &["list", "create", "known", "--source", "test"],
-    ));
-    ok(&run(
-        &data,
-        &[
-            "list",
-            "import",
-            "known",
-            "--format",
-            "csv",
-            csv.to_str().unwrap(),
-        ],
-    ));
+    common::cli_list_from_csv(&data, "known", &["--source", "test"], &csv);
 
     let context = dir.path().join("context.json");
-    std::fs::write(
+    common::write_context(
         &context,
         serde_json::json!({
-            "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
-            "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
-            "recipient": {"organisation": "NCMEC"},
             "reported_user": {"esp_id": "acct-42", "screen_name": "cli_sentinel_user"},
             "ip_events": [{"ip": "198.51.100.4", "at": "2025-06-01T10:00:00Z", "event": "upload"}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
 
     // --report needs the provider's fields.
     let no_ctx = run(&data, &["match", "--report", known.to_str().unwrap()]);
@@ -488,32 +469,9 @@ fn data_with_a_report(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         ),
     )
     .unwrap();
-    ok(&run(
-        &data,
-        &["list", "create", "known", "--source", "test"],
-    ));
-    ok(&run(
-        &data,
-        &[
-            "list",
-            "import",
-            "known",
-            "--format",
-            "csv",
-            csv.to_str().unwrap(),
-        ],
-    ));
+    common::cli_list_from_csv(&data, "known", &["--source", "test"], &csv);
     let context = dir.join("context.json");
-    std::fs::write(
-        &context,
-        serde_json::json!({
-            "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
-            "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
-            "recipient": {"organisation": "NCMEC"}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    common::write_context(&context, serde_json::json!({}));
     let m = run(
         &data,
         &[

@@ -40,10 +40,7 @@ fn make_list(data: &Path, dir: &Path, files: &[PathBuf]) {
     }
     let p = dir.join("list.csv");
     std::fs::write(&p, csv).unwrap();
-    ok(baken(data).args(["list", "create", "known", "--source", "test"]));
-    ok(baken(data)
-        .args(["list", "import", "known", "--format", "csv"])
-        .arg(&p));
+    common::cli_list_from_csv(data, "known", &["--source", "test"], &p);
 }
 
 fn split(lines: &[serde_json::Value]) -> (Vec<&serde_json::Value>, &serde_json::Value) {
@@ -594,16 +591,7 @@ fn ctrl_c_leaves_a_checkpoint_and_a_valid_output() {
 fn a_scan_with_reports_leaves_no_image_data_behind() {
     let f = fixture();
     let context = f.dir.path().join("context.json");
-    std::fs::write(
-        &context,
-        serde_json::json!({
-            "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
-            "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
-            "recipient": {"organisation": "NCMEC"}
-        })
-        .to_string(),
-    )
-    .unwrap();
+    common::write_context(&context, serde_json::json!({}));
     let out = f.dir.path().join("out/results.jsonl");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let o = baken(&f.data)

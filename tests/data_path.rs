@@ -75,20 +75,7 @@ fn match_scan_and_grpc_scan_agree() {
     }
     let list_file = dir.path().join("list.csv");
     std::fs::write(&list_file, csv).unwrap();
-    assert!(
-        baken(&data)
-            .args(["list", "create", "known"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let imported = baken(&data)
-        .args(["list", "import", "known", "--format", "csv"])
-        .arg(&list_file)
-        .output()
-        .unwrap();
-    assert!(imported.status.success(), "{imported:?}");
+    common::cli_list_from_csv(&data, "known", &[], &list_file);
 
     // The queries.
     let jpeg = baken::decode::jpeg::encode(&px[1], w, h, 3, 80, false).unwrap();
@@ -131,12 +118,8 @@ fn match_scan_and_grpc_scan_agree() {
         .arg(&images)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     let mut by_scan: BTreeMap<String, Result<Found, ()>> = BTreeMap::new();
     for l in json_lines(&out.stdout) {
         let Some(item) = l["item"].as_str() else {

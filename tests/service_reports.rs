@@ -505,14 +505,7 @@ async fn an_online_backup_through_the_admin_rpc_restores_lists_and_reports() {
     let mut report_id = String::new();
     for _ in 0..50 {
         let r = scan
-            .scan(pb::ScanRequest {
-                image: img.clone(),
-                context: Some(pb::ReportContext {
-                    content_reference: "vault://upload/3".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .scan(scan_with_context(img.clone(), "vault://upload/3"))
             .await
             .unwrap()
             .into_inner();

@@ -182,12 +182,7 @@ pub enum Alpha {
     Ignore,
 }
 
-impl std::str::FromStr for Alpha {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::names::parse("alpha handling", s)
-    }
-}
+crate::from_str_by_name!(Alpha, "alpha handling");
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOptions {

@@ -40,6 +40,9 @@ pub enum EngineError {
     Connect(String),
 }
 
+/// A match result, or why there is none.
+pub type Matched = Result<MatchResult, EngineError>;
+
 /// Where query hashes are matched: the local index, or a `baken serve` over gRPC.
 pub trait HashMatcher: Send + Sync {
     /// The hash types the lists hold, or `None` when this side cannot know (a remote server):
@@ -51,11 +54,7 @@ pub trait HashMatcher: Send + Sync {
 
     /// Match one item's query hashes against all lists, or only `only` (negative lists always
     /// apply).
-    fn match_query(
-        &self,
-        query: &[QueryHash],
-        only: Option<&[String]>,
-    ) -> Result<MatchResult, EngineError>;
+    fn match_query(&self, query: &[QueryHash], only: Option<&[String]>) -> Matched;
 }
 
 impl HashMatcher for Matcher {
@@ -74,11 +73,7 @@ impl HashMatcher for Matcher {
         Ok(())
     }
 
-    fn match_query(
-        &self,
-        query: &[QueryHash],
-        only: Option<&[String]>,
-    ) -> Result<MatchResult, EngineError> {
+    fn match_query(&self, query: &[QueryHash], only: Option<&[String]>) -> Matched {
         Ok(Matcher::match_query(self, query, only)?)
     }
 }

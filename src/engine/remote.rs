@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use super::{EngineError, HashMatcher};
-use crate::index::{MatchResult, QueryHash};
+use super::{EngineError, HashMatcher, Matched};
+use crate::index::QueryHash;
 use crate::service::convert;
 use crate::service::pb;
 use crate::service::pb::scan_service_client::ScanServiceClient;
@@ -75,11 +75,7 @@ impl HashMatcher for RemoteMatcher {
         Ok(())
     }
 
-    fn match_query(
-        &self,
-        query: &[QueryHash],
-        only: Option<&[String]>,
-    ) -> Result<MatchResult, EngineError> {
+    fn match_query(&self, query: &[QueryHash], only: Option<&[String]>) -> Matched {
         let mut req = tonic::Request::new(pb::MatchHashesRequest {
             hashes: query.iter().map(convert::hash_value_pb).collect(),
             lists: only.map(<[String]>::to_vec).unwrap_or_default(),

@@ -133,12 +133,7 @@ pub enum PdqMode {
     Ref512,
 }
 
-impl std::str::FromStr for PdqMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::names::parse("PDQ mode", s)
-    }
-}
+crate::from_str_by_name!(PdqMode, "PDQ mode");
 
 impl fmt::Display for PdqMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

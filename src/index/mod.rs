@@ -72,12 +72,7 @@ pub enum IndexKind {
     MultiIndex,
 }
 
-impl std::str::FromStr for IndexKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        crate::names::parse("index kind", s)
-    }
-}
+crate::from_str_by_name!(IndexKind, "index kind");
 
 /// Below this many entries a scan is as fast as probing (and costs a third of the memory).
 pub const AUTO_MULTI_INDEX_MIN: usize = 16_384;

@@ -42,12 +42,7 @@ impl ExportFormat {
     }
 }
 
-impl std::str::FromStr for ExportFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        crate::names::parse("format", s)
-    }
-}
+crate::from_str_by_name!(ExportFormat, "format");
 
 /// The `csar-json` export: the report body as signed, its review state, and what a recipient
 /// needs to check the signature (`schemas/report-v1.schema.json` describes it).

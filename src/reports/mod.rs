@@ -700,12 +700,7 @@ pub enum Decision {
     Rejected,
 }
 
-impl std::str::FromStr for Decision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        crate::names::parse("decision", s)
-    }
-}
+crate::from_str_by_name!(Decision, "decision");
 
 /// A human decision (2021/1232 Art. 3(1)(g)(ii)-(iii)). The reviewer is a pseudonym: the
 /// engine refuses anything that looks like an email address.

@@ -56,6 +56,8 @@ impl ScanSvc {
                 && st.reports.is_some()
                 && ctx.content_reference.trim().is_empty()
             {
+                // Scanned and matched all the same: it counts, though no report can be made.
+                st.tally.add(m.verdict());
                 return Err(invalid(
                     "invalid_context",
                     "context.content_reference is required to create a report",

@@ -11,12 +11,7 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-impl std::str::FromStr for ExportFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        crate::names::parse("export format", s)
-    }
-}
+crate::from_str_by_name!(ExportFormat, "export format");
 
 fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(format!("write failed: {e}"))

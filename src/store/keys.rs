@@ -32,55 +32,41 @@ pub(super) fn versioned(prefix: &[u8], version: u64) -> Vec<u8> {
 }
 
 /// An entry record as stored: without its type and value, which its key already holds (a third
-/// of the bytes an import writes, flushes and compacts).
-#[derive(Deserialize)]
-pub(super) struct StoredRecord {
-    #[serde(default)]
-    pub(super) external_id: Option<String>,
-    #[serde(default)]
-    pub(super) classification: Option<String>,
-    #[serde(default)]
-    pub(super) media_type: Option<String>,
-    #[serde(default)]
-    pub(super) tags: Vec<String>,
-    pub(super) added: String,
+/// of the bytes an import writes, flushes and compacts). Read owned (`S = String`), written
+/// borrowed (`S = &str`: no copies on the import path).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "S: Serialize, T: Serialize + AsRef<[String]>",
+    deserialize = "S: Deserialize<'de>, T: Deserialize<'de> + Default"
+))]
+pub(super) struct Stored<S, T> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) external_id: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) classification: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) media_type: Option<S>,
+    #[serde(default, skip_serializing_if = "no_tags")]
+    pub(super) tags: T,
+    pub(super) added: S,
     /// Absent when equal to `added`.
-    #[serde(default)]
-    pub(super) updated: Option<String>,
-    #[serde(default)]
-    pub(super) provenance: Option<String>,
-    #[serde(default)]
-    pub(super) deleted_at: Option<String>,
-    #[serde(default)]
-    pub(super) deleted_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) updated: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) provenance: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deleted_at: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deleted_reason: Option<S>,
     pub(super) version: u64,
 }
 
-/// [`StoredRecord`]'s serialising twin, borrowing (no copies on the import path).
-#[derive(Serialize)]
-pub(super) struct StoredRecordRef<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) external_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) classification: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) media_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub(super) tags: &'a [String],
-    pub(super) added: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) updated: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) provenance: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) deleted_at: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) deleted_reason: Option<&'a str>,
-    pub(super) version: u64,
+fn no_tags<T: AsRef<[String]>>(t: &T) -> bool {
+    t.as_ref().is_empty()
 }
 
 pub(super) fn encode_record(r: &EntryRecord) -> Result<Vec<u8>> {
-    let stored = StoredRecordRef {
+    let stored: Stored<&str, &[String]> = Stored {
         external_id: r.external_id.as_deref(),
         classification: r.classification.as_deref(),
         media_type: r.media_type.as_deref(),
@@ -100,7 +86,7 @@ pub(super) fn encode_record(r: &EntryRecord) -> Result<Vec<u8>> {
 
 /// The record stored under entry `prefix` (key without its version suffix).
 pub(super) fn decode_record(prefix: &[u8], v: &[u8]) -> Result<EntryRecord> {
-    let s: StoredRecord = serde_json::from_slice(v.get(1..).unwrap_or_default())
+    let s: Stored<String, Vec<String>> = serde_json::from_slice(v.get(1..).unwrap_or_default())
         .map_err(|e| StoreError::Corrupt(format!("entry record: {e}")))?;
     let (_, ty, hash) =
         parse_entry_prefix(prefix).ok_or_else(|| StoreError::Corrupt("entry key".into()))?;

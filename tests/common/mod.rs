@@ -308,3 +308,41 @@ pub fn mode(p: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// With the CLI: create list `name` (`create_args`: more `list create` options) in `data` and
+/// import the generic CSV file `csv` into it; both must succeed. The import's output.
+pub fn cli_list_from_csv(
+    data: &std::path::Path,
+    name: &str,
+    create_args: &[&str],
+    csv: &std::path::Path,
+) -> std::process::Output {
+    let created = baken_at(data)
+        .args(["list", "create", name])
+        .args(create_args)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let imported = baken_at(data)
+        .args(["list", "import", name, "--format", "csv"])
+        .arg(csv)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&imported.stderr);
+    assert!(imported.status.success(), "{stderr}");
+    imported
+}
+
+/// Write a provider's report context file (`--context`) at `path`: a fictitious provider,
+/// legal basis and recipient, plus the fields of `extra` (an object).
+pub fn write_context(path: &std::path::Path, extra: serde_json::Value) {
+    let mut ctx = serde_json::json!({
+        "provider": {"name": "Example Photos", "contact_point": {"email": "abuse@example.invalid"}},
+        "legal_basis": "Regulation (EU) 2021/1232, Art. 3",
+        "recipient": {"organisation": "NCMEC"}
+    });
+    if let (Some(c), Some(e)) = (ctx.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    std::fs::write(path, ctx.to_string()).unwrap();
+}

@@ -104,3 +104,24 @@ pub fn md5_digest(b: &[u8]) -> u128 {
     use md5::Digest;
     u128::from_be_bytes(md5::Md5::digest(b).into())
 }
+
+/// A Scan of `image` with a report context naming `content_reference`.
+pub fn scan_with_context(image: Vec<u8>, content_reference: &str) -> pb::ScanRequest {
+    pb::ScanRequest {
+        image,
+        context: Some(pb::ReportContext {
+            content_reference: content_reference.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether nothing accepts gRPC connections at `addr` any more.
+pub async fn refuses_connections(addr: impl std::fmt::Display) -> bool {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .is_err()
+}

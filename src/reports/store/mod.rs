@@ -184,6 +184,14 @@ impl ReportStore {
         Ok(self.store.database().cf(name)?)
     }
 
+    /// Every record of one of this module's column families, in key order.
+    fn all(&self, name: &str) -> Result<rocksdb::DBIteratorWithThreadMode<'_, rocksdb::DB>> {
+        Ok(self
+            .store
+            .database()
+            .iterator_cf(self.cf(name)?, IteratorMode::Start))
+    }
+
     fn begin(&self) -> Result<(std::sync::MutexGuard<'_, ()>, Tx<'_>)> {
         // Batches are atomic, so a panic under the lock leaves nothing half-written.
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -466,11 +474,7 @@ impl ReportStore {
 
     fn states(&self) -> Result<Vec<ReportState>> {
         let mut out = Vec::new();
-        for item in self
-            .store
-            .database()
-            .iterator_cf(self.cf(CF_STATE)?, IteratorMode::Start)
-        {
+        for item in self.all(CF_STATE)? {
             let (_, v) = item?;
             out.push(
                 serde_json::from_slice(&v)
@@ -701,11 +705,7 @@ impl ReportStore {
     /// The access audit, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
-        for item in self
-            .store
-            .database()
-            .iterator_cf(self.cf(CF_AUDIT)?, IteratorMode::Start)
-        {
+        for item in self.all(CF_AUDIT)? {
             let (_, v) = item?;
             out.push(
                 serde_json::from_slice(&v)

@@ -105,11 +105,7 @@ impl ReportStore {
     pub(super) fn rotation_claims(&self) -> Result<Vec<RotationClaim>> {
         let mut out = Vec::new();
         let parse = |h: &Option<String>| h.as_deref().and_then(|h| PublicKey::parse(h).ok());
-        for item in self
-            .store
-            .database()
-            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start)
-        {
+        for item in self.all(CF_LEDGER)? {
             let (_, v) = item?;
             // Most entries are not rotations: skip them without parsing.
             const MARK: &[u8] = b"\"kind\":\"key_rotation\"";
@@ -149,11 +145,7 @@ impl ReportStore {
             .flatten()
             .map(|k| k.key_id())
             .collect();
-        if let Some(item) = self
-            .store
-            .database()
-            .iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start)
-            .next()
+        if let Some(item) = self.all(CF_LEDGER)?.next()
             && let Ok(se) = decode_entry(&item?.1)
         {
             used.insert(se.entry.key_id);

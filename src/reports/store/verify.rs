@@ -112,7 +112,7 @@ impl ReportStore {
                 .or_else(|| ids.get(&seq).cloned())
         };
         let mut prev_report: Option<String> = None;
-        for item in db.iterator_cf(self.cf(CF_LEDGER)?, IteratorMode::Start) {
+        for item in self.all(CF_LEDGER)? {
             let (k, v) = item?;
             let seq = k
                 .as_ref()
@@ -314,7 +314,7 @@ impl ReportStore {
         }
         // Bodies: present ones must match their signed digest; absent ones need a signed purge.
         let mut bodies = BTreeSet::new();
-        for item in db.iterator_cf(self.cf(CF_BODIES)?, IteratorMode::Start) {
+        for item in self.all(CF_BODIES)? {
             let (k, v) = item?;
             let seq = k
                 .as_ref()
@@ -438,11 +438,7 @@ impl ReportStore {
 
     pub(super) fn states_raw(&self) -> Result<Vec<(u64, Option<ReportState>)>> {
         let mut out = Vec::new();
-        for item in self
-            .store
-            .database()
-            .iterator_cf(self.cf(CF_STATE)?, IteratorMode::Start)
-        {
+        for item in self.all(CF_STATE)? {
             let (k, v) = item?;
             let seq = k
                 .as_ref()
@@ -459,7 +455,7 @@ impl ReportStore {
         let mut prev = [0u8; 32];
         let mut expected = 1u64;
         let mut n = 0;
-        for item in db.iterator_cf(self.cf(CF_AUDIT)?, IteratorMode::Start) {
+        for item in self.all(CF_AUDIT)? {
             let (k, v) = item?;
             n += 1;
             let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
