@@ -98,12 +98,7 @@ fn populated(dir: &Path) -> (PathBuf, Vec<Vec<u8>>) {
             dir.join("img-82.png").to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        m.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&m.stderr)
-    );
+    common::assert_exit(&m, 1);
     let id = lines(&m)[0]["report"]["report_id"]
         .as_str()
         .unwrap()

@@ -37,15 +37,7 @@ fn build_a_list_from_hashes_and_match_files_against_it() {
         .unwrap();
     let v = &json_lines(&out.stdout)[0];
     let csv = dir.path().join("list.csv");
-    std::fs::write(
-        &csv,
-        format!(
-            "hash_type,hash,classification,external_id\npdq,{},A1,item-1\nmd5,{},A1,item-1\n",
-            v["pdq"]["hash"].as_str().unwrap(),
-            v["md5"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&csv, common::pdq_md5_csv(v, "A1", "item-1")).unwrap();
 
     let imp = common::cli_list_from_csv(&data, "known", &["--source", "test"], &csv);
     let report = &json_lines(&imp.stdout)[0];

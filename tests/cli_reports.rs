@@ -52,15 +52,7 @@ fn reports_from_matches_through_review_export_stats_retention_and_verify() {
         .stdout,
     )[0];
     let csv = dir.path().join("list.csv");
-    std::fs::write(
-        &csv,
-        format!(
-            "hash_type,hash,classification,external_id\npdq,{},B1,case-7\nmd5,{},B1,case-7\n",
-            hk["pdq"]["hash"].as_str().unwrap(),
-            hk["md5"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&csv, common::pdq_md5_csv(hk, "B1", "case-7")).unwrap();
     common::cli_list_from_csv(&data, "known", &["--source", "test"], &csv);
 
     let context = dir.path().join("context.json");
@@ -99,12 +91,7 @@ fn reports_from_matches_through_review_export_stats_retention_and_verify() {
         .arg(&other)
         .output()
         .unwrap();
-    assert_eq!(
-        m.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&m.stderr)
-    );
+    common::assert_exit(&m, 1);
     let lines = json_lines(&m.stdout);
     let id1 = lines[0]["report"]["report_id"]
         .as_str()
@@ -482,12 +469,7 @@ fn data_with_a_report(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
             known.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        m.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&m.stderr)
-    );
+    common::assert_exit(&m, 1);
     (data, known)
 }
 
@@ -514,12 +496,7 @@ fn signing_keys_rotate_are_published_and_a_retired_key_is_refused() {
             known.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        m.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&m.stderr)
-    );
+    common::assert_exit(&m, 1);
     let r2 = &json_lines(&ok(&run(&data, &["report", "rotate-key", "--keep-old-key"])).stdout)[0];
     assert_eq!(r2["seq"], 4);
     let retired = std::path::PathBuf::from(r2["retired_key_file"].as_str().unwrap());

@@ -95,12 +95,7 @@ fn walks_directories_lists_stdin_and_tar_with_exit_codes() {
     let f = fixture();
     // Directory walk: nested files found, the known ones match.
     let o = baken(&f.data).arg("scan").arg(&f.root).output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     let lines = json_lines(&o.stdout);
     let (items, summary) = split(&lines);
     let mut want: Vec<String> = f.known.iter().map(|p| s(p)).collect();
@@ -517,12 +512,7 @@ fn resume_after_a_kill_does_every_item_exactly_once() {
     assert!((ck["completed"].as_u64().unwrap() as usize) < total);
 
     let o = scan(true).output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     let summary = check_exactly_once(&out, total);
     assert!(summary["resumed_from"].as_u64().unwrap() >= 20);
     // A finished scan leaves no checkpoint.
@@ -566,24 +556,14 @@ fn ctrl_c_leaves_a_checkpoint_and_a_valid_output() {
         .unwrap();
     assert!(st.success());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 130);
     // The interrupted output is valid JSONL ending in a summary marked interrupted.
     let lines = json_lines(&std::fs::read(&out).unwrap());
     let (_, summary) = split(&lines);
     assert_eq!(summary["interrupted"], true);
 
     let o = scan(true).output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     check_exactly_once(&out, total);
 }
 
@@ -602,12 +582,7 @@ fn a_scan_with_reports_leaves_no_image_data_behind() {
         .arg(&f.root)
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     let lines = json_lines(&std::fs::read(&out).unwrap());
     let (items, _) = split(&lines);
     let reported: Vec<_> = items.iter().filter(|l| l.get("report").is_some()).collect();
@@ -706,12 +681,7 @@ fn scan_through_a_running_server_sends_hashes_and_finds_the_same_matches() {
         .output()
         .unwrap();
     drop(server);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     let lines = json_lines(&o.stdout);
     let (items, summary) = split(&lines);
     let mut want: Vec<String> = f.known.iter().map(|p| s(p)).collect();
@@ -780,12 +750,7 @@ fn scan_through_a_running_server_sends_hashes_and_finds_the_same_matches() {
         .output()
         .unwrap();
     drop(server);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::assert_exit(&o, 1);
     let lines = json_lines(&o.stdout);
     assert_eq!(matched_items(&split(&lines).0), want);
 }

@@ -69,16 +69,7 @@ fn decoded_rgb_matches_cpp_reference_in_both_pipelines() {
         let mode: PdqMode = row["mode"].parse().unwrap();
         let h = hash_file(&png, mode);
         checked += 1;
-        let names = [
-            "orig",
-            "rot90",
-            "rot180",
-            "rot270",
-            "flipx",
-            "flipy",
-            "flipplus1",
-            "flipminus1",
-        ];
+        let names = baken::hashing::pdq::DIHEDRAL_NAMES;
         let q: u8 = row["quality"].parse().unwrap();
         let mut bad = Vec::new();
         if h.quality != q {

@@ -29,14 +29,7 @@ async fn hash_scan_match_stream_and_metrics() {
     let other = common::generated_png(320, 240, 32);
 
     // HashImage: the default set and an explicit one.
-    let h = scan
-        .hash_image(pb::HashRequest {
-            image: known.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let h = hash_image(&mut scan, known.clone()).await;
     let pdq = h.pdq.clone().unwrap();
     assert_eq!(pdq.hash.len(), 64);
     assert_eq!(pdq.dihedral.len(), 8);

@@ -275,14 +275,7 @@ async fn scans_become_signed_reports_that_the_report_api_serves() {
         ReportServiceClient::new(ch),
     );
     let img = common::generated_png(96, 64, 91);
-    let hashed = scan
-        .hash_image(pb::HashRequest {
-            image: img.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let hashed = hash_image(&mut scan, img.clone()).await;
     let pdq = hashed.pdq.as_ref().unwrap().hash.clone();
     create_list(&mut lists, "known", None).await;
     import_csv(&mut lists, "known", &format!("pdq,{pdq},A1,case-9\n"), None)
@@ -487,17 +480,7 @@ async fn an_online_backup_through_the_admin_rpc_restores_lists_and_reports() {
         AdminServiceClient::new(ch.clone()),
     );
     let img = common::generated_png(96, 64, 93);
-    let pdq = scan
-        .hash_image(pb::HashRequest {
-            image: img.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pdq
-        .unwrap()
-        .hash;
+    let pdq = hash_image(&mut scan, img.clone()).await.pdq.unwrap().hash;
     create_list(&mut lists, "known", None).await;
     import_csv(&mut lists, "known", &format!("pdq,{pdq},A1,case-3\n"), None)
         .await

@@ -346,3 +346,18 @@ pub fn write_context(path: &std::path::Path, extra: serde_json::Value) {
     }
     std::fs::write(path, ctx.to_string()).unwrap();
 }
+
+/// Assert a command's exit code, showing its stderr when it differs.
+pub fn assert_exit(o: &std::process::Output, code: i32) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{stderr}");
+}
+
+/// A generic list CSV with the PDQ and MD5 of one `baken hash` output line.
+pub fn pdq_md5_csv(hashed: &serde_json::Value, classification: &str, id: &str) -> String {
+    format!(
+        "hash_type,hash,classification,external_id\npdq,{},{classification},{id}\nmd5,{},{classification},{id}\n",
+        hashed["pdq"]["hash"].as_str().unwrap(),
+        hashed["md5"].as_str().unwrap()
+    )
+}

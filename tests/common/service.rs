@@ -125,3 +125,17 @@ pub async fn refuses_connections(addr: impl std::fmt::Display) -> bool {
         .await
         .is_err()
 }
+
+/// HashImage of `image` with the default algorithms.
+pub async fn hash_image(
+    scan: &mut pb::scan_service_client::ScanServiceClient<Channel>,
+    image: Vec<u8>,
+) -> pb::HashResponse {
+    scan.hash_image(pb::HashRequest {
+        image,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
