@@ -3,10 +3,20 @@
 
 use tonic::{Code, Status};
 
+use super::config::ReportsConfig;
 use super::{pb, status_with_kind};
 use crate::hashing::{Algorithm, HashOutput, PdqMode, PdqOutput};
 use crate::index::{Match, MatchResult, QueryHash, Skipped, Suppressed, TRANSFORMS};
+use crate::reports::{
+    self, AbuseType, CallerContext, Contact, IpEvent, IpEventKind, Location, Provider, Recipient,
+    RemovalStatus, ReportedUser, Urgency,
+};
 use crate::store::HashType;
+use time::OffsetDateTime;
+
+fn invalid_context(msg: String) -> Status {
+    status_with_kind(Code::InvalidArgument, "invalid_report_context", msg)
+}
 
 fn invalid(kind: &str, msg: impl Into<String>) -> Status {
     status_with_kind(Code::InvalidArgument, kind, msg)
@@ -295,4 +305,118 @@ pub fn hash_value_pb(q: &QueryHash) -> pb::HashValue {
         quality: q.quality.map(u32::from),
         dihedral: variants.collect(),
     }
+}
+
+/// A report's context: the provider's settings (`[reports]`) plus what the caller sent.
+pub fn caller_context(cfg: &ReportsConfig, c: &pb::ReportContext) -> Result<CallerContext, Status> {
+    let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let ip = |e: &pb::IpEvent| -> Result<IpEvent, Status> {
+        let event = match e.event.as_str() {
+            "login" => IpEventKind::Login,
+            "registration" => IpEventKind::Registration,
+            "upload" => IpEventKind::Upload,
+            "purchase" => IpEventKind::Purchase,
+            "other" => IpEventKind::Other,
+            "" | "unknown" => IpEventKind::Unknown,
+            other => {
+                return Err(invalid_context(format!(
+                    "ip event {other:?}: use login, registration, upload, purchase or other"
+                )));
+            }
+        };
+        if e.ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid_context(format!(
+                "ip event address {:?} is not an IP",
+                e.ip
+            )));
+        }
+        Ok(IpEvent {
+            ip: e.ip.clone(),
+            port: u16::try_from(e.port).ok().filter(|p| *p != 0),
+            at: if e.at.is_empty() {
+                reports::rfc3339(OffsetDateTime::now_utc())
+            } else {
+                e.at.clone()
+            },
+            event,
+            possible_proxy: e.possible_proxy.then_some(true),
+        })
+    };
+    let removal_status = match c.removal_status.as_str() {
+        "" | "unknown" | "none" => RemovalStatus::Unknown,
+        "removed" => RemovalStatus::Removed,
+        "blocked" => RemovalStatus::Blocked,
+        "pending" | "preserved" => RemovalStatus::Pending,
+        "not_removed" => RemovalStatus::NotRemoved,
+        other => {
+            return Err(invalid_context(format!(
+                "removal_status {other:?}: use removed, blocked, pending, not_removed or unknown"
+            )));
+        }
+    };
+    let abuse_type = match c.abuse_type.as_str() {
+        "" | "known_csam" => AbuseType::KnownCsam,
+        other => {
+            return Err(invalid_context(format!(
+                "abuse_type {other:?}: a hash match reports known_csam"
+            )));
+        }
+    };
+    Ok(CallerContext {
+        provider: Provider {
+            name: cfg.provider.clone(),
+            legal_representative: none_if_empty(&cfg.legal_representative),
+            contact_point: Contact {
+                first_name: none_if_empty(&cfg.contact_first_name),
+                last_name: none_if_empty(&cfg.contact_last_name),
+                email: cfg.contact_email.clone(),
+                phone: none_if_empty(&cfg.contact_phone),
+            },
+        },
+        legal_basis: cfg.legal_basis.clone(),
+        recipient: Recipient {
+            organisation: cfg.recipient.clone(),
+            country_code: none_if_empty(&cfg.recipient_country),
+        },
+        content_reference: Some(c.content_reference.clone()),
+        abuse_type: Some(abuse_type),
+        urgency: c
+            .urgency
+            .as_ref()
+            .map(|u| Urgency {
+                urgent: u.urgent,
+                reason: none_if_empty(&u.reason),
+            })
+            .unwrap_or_default(),
+        report_tags: c.report_tags.clone(),
+        detected_at: none_if_empty(&c.detected_at),
+        original_file_name: none_if_empty(&c.original_file_name),
+        location_url: none_if_empty(&c.location_url),
+        file_ip_event: c.file_ip_event.as_ref().map(ip).transpose()?,
+        device_id: none_if_empty(&c.device_id),
+        file_viewed_by_provider: None,
+        exif_viewed_by_provider: None,
+        publicly_available: Some(c.publicly_available),
+        exif: Default::default(),
+        file_annotations: Vec::new(),
+        reported_user: c.account.as_ref().map(|a| ReportedUser {
+            esp_id: none_if_empty(&a.id),
+            screen_name: none_if_empty(&a.screen_name),
+            display_names: a.display_names.clone(),
+            profile_urls: a.profile_urls.clone(),
+            email: none_if_empty(&a.email),
+            esp_service: none_if_empty(&c.service),
+            prior_ct_reports: Vec::new(),
+        }),
+        ip_events: c.ip_events.iter().map(ip).collect::<Result<_, _>>()?,
+        estimated_location: c.location.as_ref().map(|l| Location {
+            city: none_if_empty(&l.city),
+            region: none_if_empty(&l.region),
+            country_code: none_if_empty(&l.country_code),
+        }),
+        removal_status,
+        also_reported_to: Vec::new(),
+        user_notified: None,
+        other_data: none_if_empty(&c.other_data),
+    })
 }

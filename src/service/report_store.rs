@@ -11,14 +11,11 @@ use tonic::{Code, Status};
 
 use super::auth::Identity;
 use super::config::ReportsConfig;
-use super::pb;
 use super::reports::{CreatedReport, NewReport, ReportBackend, ReportSink, ScanCounts};
+use super::{convert, pb};
 use crate::engine::StoreSink;
 use crate::reports::store::ReportStore;
-use crate::reports::{
-    self, AbuseType, CallerContext, Contact, Decision, IpEvent, IpEventKind, Location, Provider,
-    Recipient, RemovalStatus, ReportError, ReportState, ReportedUser, Urgency, export, stats,
-};
+use crate::reports::{self, Decision, ReportError, ReportState, export, stats};
 
 pub struct StoreBackend {
     rs: Arc<ReportStore>,
@@ -38,118 +35,6 @@ impl StoreBackend {
 
     pub fn store(&self) -> &Arc<ReportStore> {
         &self.rs
-    }
-
-    /// The report context: the provider's settings plus what the caller sent.
-    fn context(&self, c: &pb::ReportContext) -> Result<CallerContext, Status> {
-        let cfg = &self.config;
-        let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        let ip = |e: &pb::IpEvent| -> Result<IpEvent, Status> {
-            let event = match e.event.as_str() {
-                "login" => IpEventKind::Login,
-                "registration" => IpEventKind::Registration,
-                "upload" => IpEventKind::Upload,
-                "purchase" => IpEventKind::Purchase,
-                "other" => IpEventKind::Other,
-                "" | "unknown" => IpEventKind::Unknown,
-                other => {
-                    return Err(invalid(format!(
-                        "ip event {other:?}: use login, registration, upload, purchase or other"
-                    )));
-                }
-            };
-            if e.ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(invalid(format!("ip event address {:?} is not an IP", e.ip)));
-            }
-            Ok(IpEvent {
-                ip: e.ip.clone(),
-                port: u16::try_from(e.port).ok().filter(|p| *p != 0),
-                at: if e.at.is_empty() {
-                    reports::rfc3339(OffsetDateTime::now_utc())
-                } else {
-                    e.at.clone()
-                },
-                event,
-                possible_proxy: e.possible_proxy.then_some(true),
-            })
-        };
-        let removal_status = match c.removal_status.as_str() {
-            "" | "unknown" | "none" => RemovalStatus::Unknown,
-            "removed" => RemovalStatus::Removed,
-            "blocked" => RemovalStatus::Blocked,
-            "pending" | "preserved" => RemovalStatus::Pending,
-            "not_removed" => RemovalStatus::NotRemoved,
-            other => {
-                return Err(invalid(format!(
-                    "removal_status {other:?}: use removed, blocked, pending, not_removed or unknown"
-                )));
-            }
-        };
-        let abuse_type = match c.abuse_type.as_str() {
-            "" | "known_csam" => AbuseType::KnownCsam,
-            other => {
-                return Err(invalid(format!(
-                    "abuse_type {other:?}: a hash match reports known_csam"
-                )));
-            }
-        };
-        Ok(CallerContext {
-            provider: Provider {
-                name: cfg.provider.clone(),
-                legal_representative: none_if_empty(&cfg.legal_representative),
-                contact_point: Contact {
-                    first_name: none_if_empty(&cfg.contact_first_name),
-                    last_name: none_if_empty(&cfg.contact_last_name),
-                    email: cfg.contact_email.clone(),
-                    phone: none_if_empty(&cfg.contact_phone),
-                },
-            },
-            legal_basis: cfg.legal_basis.clone(),
-            recipient: Recipient {
-                organisation: cfg.recipient.clone(),
-                country_code: none_if_empty(&cfg.recipient_country),
-            },
-            content_reference: Some(c.content_reference.clone()),
-            abuse_type: Some(abuse_type),
-            urgency: c
-                .urgency
-                .as_ref()
-                .map(|u| Urgency {
-                    urgent: u.urgent,
-                    reason: none_if_empty(&u.reason),
-                })
-                .unwrap_or_default(),
-            report_tags: c.report_tags.clone(),
-            detected_at: none_if_empty(&c.detected_at),
-            original_file_name: none_if_empty(&c.original_file_name),
-            location_url: none_if_empty(&c.location_url),
-            file_ip_event: c.file_ip_event.as_ref().map(ip).transpose()?,
-            device_id: none_if_empty(&c.device_id),
-            file_viewed_by_provider: None,
-            exif_viewed_by_provider: None,
-            publicly_available: Some(c.publicly_available),
-            exif: Default::default(),
-            file_annotations: Vec::new(),
-            reported_user: c.account.as_ref().map(|a| ReportedUser {
-                esp_id: none_if_empty(&a.id),
-                screen_name: none_if_empty(&a.screen_name),
-                display_names: a.display_names.clone(),
-                profile_urls: a.profile_urls.clone(),
-                email: none_if_empty(&a.email),
-                esp_service: none_if_empty(&c.service),
-                prior_ct_reports: Vec::new(),
-            }),
-            ip_events: c.ip_events.iter().map(ip).collect::<Result<_, _>>()?,
-            estimated_location: c.location.as_ref().map(|l| Location {
-                city: none_if_empty(&l.city),
-                region: none_if_empty(&l.region),
-                country_code: none_if_empty(&l.country_code),
-            }),
-            removal_status,
-            also_reported_to: Vec::new(),
-            user_notified: None,
-            other_data: none_if_empty(&c.other_data),
-        })
     }
 }
 
@@ -224,7 +109,7 @@ impl ReportSink for StoreBackend {
                 "report_context.content_reference is required: the provider's pointer to the content it keeps".into(),
             ));
         }
-        let ctx = self.context(r.context)?;
+        let ctx = convert::caller_context(&self.config, r.context)?;
         self.sink
             .create(crate::engine::NewReport {
                 context: &ctx,
