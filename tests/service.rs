@@ -702,14 +702,7 @@ async fn deadlines_are_honoured() {
         let req = slow_request(&big);
         slow.push(tokio::spawn(async move { c.hash_image(req).await }));
     }
-    let t0 = std::time::Instant::now();
-    while running.state().admission.in_flight() == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no slow request arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_in_flight(&running).await;
     // …so a request with a short deadline cannot be done in time.
     let mut c = ScanServiceClient::new(ch.clone());
     let mut req = Request::new(pb::ScanRequest {
@@ -743,14 +736,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_closes_the_store() {
     let mut c = ScanServiceClient::new(ch);
     let req = slow_request(&big);
     let inflight = tokio::spawn(async move { c.hash_image(req).await });
-    let t0 = std::time::Instant::now();
-    while running.state().admission.in_flight() == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "request never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_in_flight(&running).await;
     let left = running.shutdown().await;
     assert_eq!(left, 0);
     let done = inflight.await.unwrap().unwrap().into_inner();

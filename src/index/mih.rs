@@ -110,12 +110,7 @@ impl MultiIndex {
 
     /// The stored bytes of entry `i`.
     pub fn entry_bytes(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.words * 8);
-        for w in 0..self.words {
-            out.extend_from_slice(&self.word(i, w).to_be_bytes());
-        }
-        out.truncate(self.bytes);
-        out
+        super::unpack(self.words, self.bytes, |w| self.word(i, w))
     }
 
     /// Per-substring probe radii for a search radius (`None`: the substring need not be

@@ -18,7 +18,7 @@ mod tables;
 pub use list::ListIndex;
 pub use matcher::{Matcher, Refresher, Snapshot, snapshot_dir};
 use tables::*;
-pub use tables::{BitIndex, BitTable, Tables, pack, pack_into};
+pub use tables::{BitIndex, BitTable, Tables, pack, pack_into, unpack};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

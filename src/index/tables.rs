@@ -160,13 +160,18 @@ impl BitTable {
 
     /// The stored bytes of entry `i`.
     pub fn entry_bytes(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.words * 8);
-        for w in 0..self.words {
-            out.extend_from_slice(&self.word(i, w).to_be_bytes());
-        }
-        out.truncate(self.bytes);
-        out
+        unpack(self.words, self.bytes, |w| self.word(i, w))
     }
+}
+
+/// The first `bytes` bytes of a row of `words` packed words (the inverse of [`pack`]).
+pub fn unpack(words: usize, bytes: usize, word: impl Fn(usize) -> u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(words * 8);
+    for w in 0..words {
+        out.extend_from_slice(&word(w).to_be_bytes());
+    }
+    out.truncate(bytes);
+    out
 }
 
 /// Big-endian packing, zero-padded: equal Hamming distance to the byte form.

@@ -139,3 +139,15 @@ pub async fn hash_image(
     .unwrap()
     .into_inner()
 }
+
+/// Wait (at most 10 s) until the server has a request in flight.
+pub async fn wait_in_flight(running: &Running) {
+    let t0 = std::time::Instant::now();
+    while running.state().admission.in_flight() == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "no request arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
