@@ -4,6 +4,7 @@
 pub mod exact;
 pub mod imghash;
 pub mod pdq;
+pub mod vpdq;
 
 use std::fmt;
 use std::str::FromStr;
