@@ -379,26 +379,20 @@ mod tests {
         let video: Vec<VpdqFeature> = (0..10)
             .map(|i| feat(i, 100, h(i as u16 + 10), i as f64))
             .collect();
-        // The same video re-encoded: every frame a little off (31 bits is still a match).
-        let copy: Vec<VpdqFeature> = video
-            .iter()
-            .map(|f| VpdqFeature {
-                hash: flip(f.hash, 31),
+        // `video` with every frame `k` bits off.
+        let off = |k: usize| -> Vec<VpdqFeature> {
+            let shift = |f: &VpdqFeature| VpdqFeature {
+                hash: flip(f.hash, k),
                 ..*f
-            })
-            .collect();
-        let m = match_brute(&copy, &video, DISTANCE_THRESHOLD, QUALITY_THRESHOLD).unwrap();
+            };
+            video.iter().map(shift).collect()
+        };
+        // The same video re-encoded: every frame a little off (31 bits is still a match).
+        let m = match_brute(&off(31), &video, DISTANCE_THRESHOLD, QUALITY_THRESHOLD).unwrap();
         assert_eq!((m.query_percent, m.compared_percent), (100.0, 100.0));
         assert!(m.is_match());
         // 32 bits off is not.
-        let far: Vec<VpdqFeature> = video
-            .iter()
-            .map(|f| VpdqFeature {
-                hash: flip(f.hash, 32),
-                ..*f
-            })
-            .collect();
-        let m = match_brute(&far, &video, DISTANCE_THRESHOLD, QUALITY_THRESHOLD).unwrap();
+        let m = match_brute(&off(32), &video, DISTANCE_THRESHOLD, QUALITY_THRESHOLD).unwrap();
         assert!(!m.is_match(), "{m:?}");
         // A clip of the first 3 frames: all of the query, 30 % of the listed video — a match,
         // since the compared side needs 0 %.
