@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reports::sign::{KEY_DIR, PublicKey, Signer};
+use crate::datadir::{DataDir, sync_dir};
+use crate::reports::sign::{PublicKey, Signer};
 use crate::reports::store::ReportStore;
 use crate::reports::{ReportConfig, ReportError, VerifyOutcome};
 use crate::store::{Store, StoreError};
@@ -179,7 +180,8 @@ fn assemble(store: &Store, staging: &Path, mode: &str) -> Result<Manifest> {
     store.checkpoint(staging)?;
     std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o700))
         .map_err(io(staging))?;
-    let keys = copy_keys(&store.dir().join(KEY_DIR), &staging.join(KEY_DIR))?;
+    let (from, to) = (DataDir::new(store.dir()), DataDir::new(staging));
+    let keys = copy_keys(&from.keys(), &to.keys())?;
     // The manifest describes the copy, read back from it: on a running server, writes go on
     // between the checkpoint and any read of the live database.
     let (lists, ledger) = {
@@ -271,8 +273,6 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
-
-use crate::datadir::sync_dir;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

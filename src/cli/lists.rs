@@ -381,7 +381,7 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
             "the context's content_reference names one file: give one file per run, or leave it out to use each file's path"
         );
     }
-    let engine = Engine::local(
+    let engine = Engine::new(
         Arc::new(Matcher::open(store, config)?),
         DecodeLimits::default(),
     );

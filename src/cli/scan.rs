@@ -290,7 +290,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             let store = Arc::new(open_store(data)?);
             let reporting = args.report.setup(data, store.clone())?;
             let matcher = Arc::new(Matcher::open(store, args.matching.config())?);
-            (Engine::local(matcher, DecodeLimits::default()), reporting)
+            (Engine::new(matcher, DecodeLimits::default()), reporting)
         }
         Some(addr) => {
             if args.report.report {

@@ -147,19 +147,6 @@ impl Engine {
         }
     }
 
-    /// Over the local index.
-    pub fn local(matcher: Arc<Matcher>, limits: DecodeLimits) -> Engine {
-        Engine::new(matcher, limits)
-    }
-
-    pub fn matcher(&self) -> &Arc<dyn HashMatcher> {
-        &self.matcher
-    }
-
-    pub fn limits(&self) -> &DecodeLimits {
-        &self.limits
-    }
-
     /// What matching needs computed: PDQ and the exact hashes always (a report carries them,
     /// and decoding with PDQ is what tells a corrupt file from an image), the other perceptual
     /// hashes only when some list holds that type (pHash and its kin resize the whole image

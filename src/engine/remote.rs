@@ -26,21 +26,20 @@ impl RemoteMatcher {
         ca_pem: Option<Vec<u8>>,
         token: Option<&str>,
     ) -> Result<RemoteMatcher, EngineError> {
-        let connect = |m: String| EngineError::Connect(m);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| connect(format!("runtime: {e}")))?;
+            .map_err(|e| EngineError::Connect(format!("runtime: {e}")))?;
         let mut endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| connect(format!("--server {addr}: {e}")))?;
+            .map_err(|e| EngineError::Connect(format!("--server {addr}: {e}")))?;
         match ca_pem {
             Some(pem) => {
                 endpoint = endpoint
                     .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-                    .map_err(|e| connect(format!("TLS: {e}")))?;
+                    .map_err(|e| EngineError::Connect(format!("TLS: {e}")))?;
             }
             None if addr.starts_with("https:") => {
-                return Err(connect(format!(
+                return Err(EngineError::Connect(format!(
                     "--server {addr}: give the CA that signed its certificate with --server-ca"
                 )));
             }
@@ -48,12 +47,12 @@ impl RemoteMatcher {
         }
         let channel = rt
             .block_on(endpoint.connect())
-            .map_err(|e| connect(format!("connecting to {addr}: {e}")))?;
+            .map_err(|e| EngineError::Connect(format!("connecting to {addr}: {e}")))?;
         let authorization = token
             .map(|t| {
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| connect("the token is not a valid header value".into()))
+                format!("Bearer {t}").parse().map_err(|_| {
+                    EngineError::Connect("the token is not a valid header value".into())
+                })
             })
             .transpose()?;
         Ok(RemoteMatcher {

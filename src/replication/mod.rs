@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::reports::{PublicKey, Signer};
 use crate::store::{ListMeta, Store, StoreError};
 
-/// Key file of the writer's list-signing key inside a data directory.
-pub const LIST_KEY_FILE: &str = "keys/list-signing.key";
+/// Key file of the writer's list-signing key in the data directory's `keys/`.
+pub const LIST_KEY_FILE: &str = "list-signing.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -123,7 +123,9 @@ pub fn load_or_generate_key(data: &Path, configured: Option<&Path>) -> Result<Si
 }
 
 pub fn default_key_path(data: &Path) -> PathBuf {
-    data.join(LIST_KEY_FILE)
+    crate::datadir::DataDir::new(data)
+        .keys()
+        .join(LIST_KEY_FILE)
 }
 
 /// Read the writer's list-signing public keys: one or more PEM blocks or hex lines (as

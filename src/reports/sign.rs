@@ -13,9 +13,9 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::Digest;
 
 use super::{ReportError, Result};
+use crate::datadir::DataDir;
 
 /// Where a generated key lives inside the data directory.
-pub const KEY_DIR: &str = crate::datadir::KEYS;
 pub const KEY_FILE: &str = "report-signing.key";
 
 /// RFC 8410 PKCS#8 v1 prefix of an Ed25519 private key (then the 32-byte seed).
@@ -87,19 +87,21 @@ impl Signer {
 
     /// The default key file of a data directory.
     pub fn default_path(data_dir: &Path) -> PathBuf {
-        data_dir.join(KEY_DIR).join(KEY_FILE)
+        DataDir::new(data_dir).keys().join(KEY_FILE)
     }
 
     /// Where a rotation puts the data directory's new key until the ledger names it; then it
     /// replaces the default key file (see `ReportStore::rotate_key` and the CLI).
     pub fn next_path(data_dir: &Path) -> PathBuf {
-        data_dir.join(KEY_DIR).join(format!("{KEY_FILE}.next"))
+        DataDir::new(data_dir)
+            .keys()
+            .join(format!("{KEY_FILE}.next"))
     }
 
     /// Where `--keep-old-key` keeps a retired key of the data directory.
     pub fn retired_path(data_dir: &Path, key_id: &str) -> PathBuf {
-        data_dir
-            .join(KEY_DIR)
+        DataDir::new(data_dir)
+            .keys()
             .join(format!("report-signing.{key_id}.retired"))
     }
 
