@@ -5,13 +5,15 @@ use serde::Serialize;
 
 /// Why an image could not be decoded. Each variant has a stable `kind()` string for callers
 /// (the CLI's JSON, and later gRPC status details).
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum DecodeError {
     #[error("input is empty")]
     Empty,
     #[error("input is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { size: u64, limit: u64 },
-    #[error("not a supported image format (JPEG, PNG, WebP, GIF, BMP, TIFF are)")]
+    #[error(
+        "not a supported image or video format (images: JPEG, PNG, WebP, GIF, BMP, TIFF; videos: MP4/MOV, WebM/Matroska, AVI, FLV, MPEG-TS, animated GIF)"
+    )]
     UnsupportedFormat,
     #[error("{format} image has a zero dimension ({width}x{height})")]
     ZeroDimension {
@@ -46,6 +48,20 @@ pub enum DecodeError {
         format: &'static str,
         detail: String,
     },
+    #[error("{format} file has no video stream")]
+    NoVideoStream { format: &'static str },
+    #[error("{format} video lasts {seconds:.1} s, over the limit of {limit} s")]
+    TooLong {
+        format: &'static str,
+        seconds: f64,
+        limit: f64,
+    },
+    #[error("{format} video has more than the limit of {limit} frames")]
+    TooManyFrames { format: &'static str, limit: u64 },
+    #[error("{format} video took longer to decode than the time limit")]
+    Timeout { format: &'static str },
+    #[error("{0}")]
+    NotApplicable(String),
     #[error("could not read input: {0}")]
     Io(String),
 }
@@ -62,6 +78,11 @@ impl DecodeError {
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::Corrupt { .. } => "corrupt",
             DecodeError::Unsupported { .. } => "unsupported_feature",
+            DecodeError::NoVideoStream { .. } => "no_video_stream",
+            DecodeError::TooLong { .. } => "too_long",
+            DecodeError::TooManyFrames { .. } => "too_many_frames",
+            DecodeError::Timeout { .. } => "timeout",
+            DecodeError::NotApplicable(_) => "not_applicable",
             DecodeError::Io(_) => "io",
         }
     }
@@ -74,6 +95,9 @@ impl DecodeError {
             DecodeError::TooLarge { .. }
                 | DecodeError::DimensionsTooLarge { .. }
                 | DecodeError::MemoryLimit { .. }
+                | DecodeError::TooLong { .. }
+                | DecodeError::TooManyFrames { .. }
+                | DecodeError::Timeout { .. }
         )
     }
 }

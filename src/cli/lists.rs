@@ -392,7 +392,7 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
         reporting,
         actor,
     };
-    let limit = hasher.options().limits.max_input_bytes;
+    let limit = hasher.options().max_read_bytes();
     let (mut any_match, mut any_error) = (false, false);
     let results = hasher.hash_batch(&args.files, |p: &PathBuf| hashing::read_limited(p, limit));
     for (path, res) in args.files.iter().zip(results) {

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use baken::decode::DecodeLimits;
+use baken::decode::video::VideoLimits;
 use baken::error::ErrorReport;
 use baken::hashing::{self, HashOptions, HashOutput, Hasher, PdqMode};
 
@@ -84,8 +85,9 @@ enum Command {
 
 #[derive(Args)]
 struct HashArgs {
-    /// Comma-separated: pdq,phash,dhash,ahash,blockhash,md5,sha1,sha256 or all.
-    #[arg(long, default_value = "pdq,md5,sha1,sha256", value_parser = parse_algo_list)]
+    /// Comma-separated: pdq,phash,dhash,ahash,blockhash,md5,sha1,sha256,vpdq or all. Image
+    /// hashes apply to images, vpdq to videos (and animated GIFs); vpdq brings the file's md5.
+    #[arg(long, default_value = "pdq,vpdq,md5,sha1,sha256", value_parser = parse_algo_list)]
     algo: AlgoList,
     /// PDQ pipeline: full (no pre-resize; pdqhash/HMA) or ref512 (Meta's C++ tool).
     #[arg(long, default_value = "full")]
@@ -101,10 +103,12 @@ struct HashArgs {
     imghash_size: u32,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    video: VideoArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Image files.
+    /// Image and video files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -131,6 +135,48 @@ struct LimitArgs {
     /// Largest decoder memory, bytes.
     #[arg(long, default_value_t = DecodeLimits::default().max_alloc)]
     max_alloc: u64,
+}
+
+/// Video sampling and limits.
+#[derive(Args, Clone, Copy)]
+struct VideoArgs {
+    /// vPDQ: hash one frame every this many seconds (0 = every frame, as Meta's C++ CLI).
+    #[arg(long, default_value_t = hashing::vpdq::DEFAULT_SECONDS_PER_HASH,
+          value_parser = parse_seconds)]
+    seconds_per_hash: f64,
+    /// Largest video file, bytes (held in memory while hashed).
+    #[arg(long, default_value_t = VideoLimits::default().max_input_bytes)]
+    max_video_bytes: u64,
+    /// Longest video, seconds.
+    #[arg(long, default_value_t = VideoLimits::default().max_duration_seconds, value_parser = parse_seconds)]
+    max_video_seconds: f64,
+    /// Most frames decoded from one video.
+    #[arg(long, default_value_t = VideoLimits::default().max_frames)]
+    max_video_frames: u64,
+    /// Longest wall time to decode one video, seconds.
+    #[arg(long, default_value_t = VideoLimits::default().max_decode_seconds, value_parser = parse_seconds)]
+    max_decode_seconds: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds ≥ 0"))
+}
+
+impl VideoArgs {
+    fn limits(&self, image: &DecodeLimits) -> VideoLimits {
+        VideoLimits {
+            max_input_bytes: self.max_video_bytes,
+            max_duration_seconds: self.max_video_seconds,
+            max_frames: self.max_video_frames,
+            max_decode_seconds: self.max_decode_seconds,
+            // One memory budget for both media.
+            max_memory: image.max_alloc.max(VideoLimits::default().max_memory),
+            ..VideoLimits::default()
+        }
+    }
 }
 
 impl From<LimitArgs> for DecodeLimits {
@@ -211,11 +257,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
+    let limits: DecodeLimits = args.limits.into();
     let opts = HashOptions {
         algorithms: args.algo.0,
         pdq_mode: args.pdq_mode,
         fast_min_side: args.fast.then_some(hashing::FAST_MIN_SIDE),
-        limits: args.limits.into(),
+        video: args.video.limits(&limits),
+        seconds_per_hash: args.video.seconds_per_hash,
+        limits,
         alpha: args.alpha,
         imghash: hashing::imghash::ImgHashConfig {
             phash_size: args.imghash_size,
@@ -228,7 +277,7 @@ fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
     let hasher = Hasher::new(opts);
-    let limit = hasher.options().limits.max_input_bytes;
+    let limit = hasher.options().max_read_bytes();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = 0usize;

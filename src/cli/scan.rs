@@ -375,7 +375,7 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
         skip,
         shard: args.shard,
         chunk_items: args.chunk_items as usize,
-        max_input_bytes: hasher.options().limits.max_input_bytes,
+        max_input_bytes: hasher.options().max_read_bytes(),
         ..ScanOptions::default()
     };
     let mut progress = Progress::new(

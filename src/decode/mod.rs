@@ -10,6 +10,7 @@
 //! Decoded pixels live only in the returned value; nothing here writes or logs them.
 
 pub mod jpeg;
+pub mod video;
 
 use std::io::Cursor;
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::decode::DecodeLimits;
+use crate::decode::video::VideoLimits;
 use crate::error::DecodeError;
 use crate::hashing::{self, Algorithm, HashOptions, HashOutput, Hasher, PdqMode};
 use crate::index::{MatchResult, Matcher, QueryHash};
@@ -135,6 +136,8 @@ type HasherKey = (Vec<Algorithm>, PdqMode, bool);
 pub struct Engine {
     matcher: Arc<dyn HashMatcher>,
     limits: DecodeLimits,
+    video: VideoLimits,
+    seconds_per_hash: f64,
     hashers: Mutex<HashMap<HasherKey, Arc<Hasher>>>,
 }
 
@@ -143,8 +146,17 @@ impl Engine {
         Engine {
             matcher,
             limits,
+            video: VideoLimits::default(),
+            seconds_per_hash: crate::hashing::vpdq::DEFAULT_SECONDS_PER_HASH,
             hashers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Video limits and vPDQ sampling for every hasher this engine builds.
+    pub fn with_video(mut self, limits: VideoLimits, seconds_per_hash: f64) -> Engine {
+        self.video = limits;
+        self.seconds_per_hash = seconds_per_hash;
+        self
     }
 
     /// What matching needs computed: PDQ and the exact hashes always (a report carries them,
@@ -162,6 +174,8 @@ impl Engine {
                     a,
                     Algorithm::Pdq | Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256
                 ) || types.contains(a.name())
+                    // Frames of a video match image PDQ lists as well as vPDQ lists.
+                    || (*a == Algorithm::Vpdq && types.contains("pdq"))
             })
             .collect())
     }
@@ -179,6 +193,8 @@ impl Engine {
                     pdq_mode: mode,
                     fast_min_side: fast.then_some(hashing::FAST_MIN_SIDE),
                     limits: self.limits,
+                    video: self.video,
+                    seconds_per_hash: self.seconds_per_hash,
                     ..HashOptions::default()
                 }))
             })

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::decode::video::{VideoInfo, VideoLimits};
 use crate::decode::{self, DecodeLimits, DecodeOptions, ImageInfo};
 use crate::error::DecodeError;
 pub use pdq::{Hash256, PdqHash, PdqMode};
@@ -30,10 +31,13 @@ pub enum Algorithm {
     Md5,
     Sha1,
     Sha256,
+    /// Meta's video hash: PDQ of sampled frames. Applies to videos (and animated GIFs); the
+    /// image hashes apply to images.
+    Vpdq,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 8] = [
+    pub const ALL: [Algorithm; 9] = [
         Algorithm::Pdq,
         Algorithm::Phash,
         Algorithm::Dhash,
@@ -42,6 +46,7 @@ impl Algorithm {
         Algorithm::Md5,
         Algorithm::Sha1,
         Algorithm::Sha256,
+        Algorithm::Vpdq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,11 @@ impl Algorithm {
     /// Exact hashes are of the original bytes and need no decoding.
     pub fn is_exact(self) -> bool {
         matches!(self, Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256)
+    }
+
+    /// Perceptual hashes of a still image (a video's are [`Algorithm::Vpdq`]).
+    pub fn is_image(self) -> bool {
+        !self.is_exact() && self != Algorithm::Vpdq
     }
 }
 
@@ -96,6 +106,9 @@ pub struct HashOptions {
     pub limits: DecodeLimits,
     pub alpha: decode::Alpha,
     pub imghash: imghash::ImgHashConfig,
+    pub video: VideoLimits,
+    /// vPDQ frame sampling: one frame every this many seconds (0 = every frame).
+    pub seconds_per_hash: f64,
 }
 
 impl Default for HashOptions {
@@ -107,6 +120,22 @@ impl Default for HashOptions {
             limits: DecodeLimits::default(),
             alpha: decode::Alpha::White,
             imghash: imghash::ImgHashConfig::default(),
+            video: VideoLimits::default(),
+            seconds_per_hash: vpdq::DEFAULT_SECONDS_PER_HASH,
+        }
+    }
+}
+
+impl HashOptions {
+    /// The most bytes worth reading for one input: the larger of the image and video limits
+    /// (each is enforced once the content says which it is).
+    pub fn max_read_bytes(&self) -> u64 {
+        if self.algorithms.contains(&Algorithm::Vpdq)
+            || self.algorithms.iter().any(|a| a.is_exact())
+        {
+            self.limits.max_input_bytes.max(self.video.max_input_bytes)
+        } else {
+            self.limits.max_input_bytes
         }
     }
 }
@@ -138,10 +167,14 @@ impl PdqOutput {
 }
 
 /// Hashes of one input. Absent fields were not requested.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct HashOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpdq: Option<vpdq::VpdqOutput>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pdq: Option<PdqOutput>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,10 +245,36 @@ impl Hasher {
         self.opts.algorithms.contains(&a)
     }
 
-    /// Hash one input held in memory.
+    /// Hash one input held in memory. The media type comes from the content: image hashes
+    /// apply to images, vPDQ to videos (and to GIFs, through FFmpeg, when it is asked for), the
+    /// exact hashes to any bytes.
     pub fn hash_bytes(&self, data: &[u8]) -> Result<HashOutput, DecodeError> {
         let mut out = HashOutput::default();
-        if self.opts.algorithms.iter().any(|a| !a.is_exact()) {
+        let container = decode::video::sniff(data);
+        // A GIF is an image to the image hashes and a video to vPDQ.
+        let video = container.filter(|c| *c != decode::video::Container::Gif);
+        let wants_image = self.opts.algorithms.iter().any(|a| a.is_image());
+        let wants_exact = self.opts.algorithms.iter().any(|a| a.is_exact());
+        if container.is_some() && self.wants(Algorithm::Vpdq) {
+            let (info, frames) =
+                vpdq::hash_video(data, &self.opts.video, self.opts.seconds_per_hash)?;
+            out.video = Some(info);
+            out.vpdq = Some(vpdq::VpdqOutput::new(self.opts.seconds_per_hash, &frames));
+        }
+        if let Some(c) = video {
+            if out.video.is_none() && !wants_exact {
+                return Err(DecodeError::NotApplicable(format!(
+                    "the input is a video ({}): image hashes do not apply, vpdq does",
+                    c.name()
+                )));
+            }
+            if data.len() as u64 > self.opts.video.max_input_bytes {
+                return Err(DecodeError::TooLarge {
+                    size: data.len() as u64,
+                    limit: self.opts.video.max_input_bytes,
+                });
+            }
+        } else if wants_image {
             let decoded = decode::decode(
                 data,
                 &self.opts.limits,
@@ -238,13 +297,25 @@ impl Hasher {
             out.dhash = hashes.dhash;
             out.ahash = hashes.ahash;
             out.blockhash = hashes.blockhash;
-        } else if data.len() as u64 > self.opts.limits.max_input_bytes {
-            return Err(DecodeError::TooLarge {
-                size: data.len() as u64,
-                limit: self.opts.limits.max_input_bytes,
-            });
+        } else if out.video.is_none() {
+            if data.len() as u64 > self.opts.limits.max_input_bytes {
+                return Err(DecodeError::TooLarge {
+                    size: data.len() as u64,
+                    limit: self.opts.limits.max_input_bytes,
+                });
+            }
+            if !wants_exact {
+                return Err(if decode::sniff(data).is_some() {
+                    DecodeError::NotApplicable(
+                        "the input is an image: vpdq applies to videos, pdq to images".into(),
+                    )
+                } else {
+                    DecodeError::UnsupportedFormat
+                });
+            }
         }
-        if self.wants(Algorithm::Md5) {
+        // A video's MD5 comes with its vPDQ: NCMEC's and HMA's video lists carry it.
+        if self.wants(Algorithm::Md5) || out.vpdq.is_some() {
             out.md5 = Some(exact::md5_hex(data));
         }
         if self.wants(Algorithm::Sha1) {
@@ -302,7 +373,7 @@ mod tests {
 
     #[test]
     fn algorithm_lists_parse() {
-        assert_eq!(parse_algorithms("all").unwrap().len(), 8);
+        assert_eq!(parse_algorithms("all").unwrap().len(), 9);
         assert_eq!(
             parse_algorithms("md5, pdq,md5").unwrap(),
             vec![Algorithm::Pdq, Algorithm::Md5]

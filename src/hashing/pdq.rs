@@ -314,6 +314,55 @@ pub fn pdq_hash_luma(luma: &[f32], width: usize, height: usize) -> PdqHash {
     hash_rows(&FloatRows(luma, width, height))
 }
 
+/// RGB24 rows `stride` bytes apart (a decoded video frame), row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct StridedRgb<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+    pub data: &'a [u8],
+}
+
+/// PDQ of an RGB frame with the luma of Meta's C++ (`fillFloatLumaFromRGB`): single-precision
+/// `0.299f·R + 0.587f·G + 0.114f·B`, evaluated left to right. This is what Meta's vPDQ hashes
+/// frames with, so vPDQ frames are bit-identical to the reference; it differs from the image
+/// path's double-precision luma only where the two roundings land on different floats.
+///
+/// # Panics
+/// Never for a consistent frame: the caller (our video decoder) guarantees
+/// `stride >= 3 * width` and `data.len() >= stride * (height - 1) + 3 * width`.
+pub fn pdq_hash_rgb_f32(frame: StridedRgb<'_>) -> PdqHash {
+    struct Rows<'a>(StridedRgb<'a>, &'static [[f32; 256]; 3]);
+    impl LumaRows for Rows<'_> {
+        fn width(&self) -> usize {
+            self.0.width
+        }
+        fn height(&self) -> usize {
+            self.0.height
+        }
+        fn fill_row(&self, y: usize, out: &mut [f32]) {
+            let f = &self.0;
+            let t = self.1;
+            let row = &f.data[y * f.stride..y * f.stride + 3 * f.width];
+            for (o, px) in out.iter_mut().zip(row.chunks_exact(3)) {
+                *o = t[0][usize::from(px[0])] + t[1][usize::from(px[1])] + t[2][usize::from(px[2])];
+            }
+        }
+    }
+    static T: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    // `f32::from(v) * c` is the same rounding in a table as inline.
+    let t = T.get_or_init(|| {
+        let mut t = [[0f32; 256]; 3];
+        for (table, coeff) in t.iter_mut().zip([0.299f32, 0.587, 0.114]) {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = v as f32 * coeff;
+            }
+        }
+        t
+    });
+    hash_rows(&Rows(frame, t))
+}
+
 fn hash_rows(src: &impl LumaRows) -> PdqHash {
     let (w, h) = (src.width(), src.height());
     if w < MIN_HASHABLE_DIM || h < MIN_HASHABLE_DIM {

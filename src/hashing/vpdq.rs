@@ -1,6 +1,12 @@
 //! vPDQ, Meta's video hash: a PDQ hash (with its quality) of sampled frames. This module holds
-//! what does not need a video decoder: the two interchange forms and the reference matching
-//! rule. Decoding and frame sampling (FFmpeg, in memory) come with video support (issue 13).
+//! the frame sampling and hashing over our in-memory decoder (`decode::video`), the two
+//! interchange forms and the reference matching rule.
+//!
+//! Hashing follows Meta's C++ (`vpdq/cpp/hashing/filehasher.cpp`): frames are numbered in the
+//! decoder's output order from 0; one frame in `int(seconds_per_hash × fps)` (at least 1) is
+//! hashed, from frame 0; each is converted to RGB24 at the stream's size (swscale, SWS_AREA) and
+//! hashed by PDQ with the C++ float luma at full resolution (no 512 px squash); the timestamp is
+//! `float(frame) / float(fps)`.
 //!
 //! Forms, as the references write them:
 //! - Meta's C++ tool (`vpdq/cpp`, `vpdqio.cpp`): one line per frame,
@@ -17,7 +23,15 @@
 
 use std::collections::HashSet;
 
-use super::pdq::Hash256;
+use serde::Serialize;
+
+use super::pdq::{self, Hash256};
+use crate::decode::video::{VideoDecoder, VideoInfo, VideoLimits};
+use crate::error::DecodeError;
+
+/// The product's sampling: one frame a second, as python-threatexchange hashes (Meta's C++ CLI
+/// defaults to every frame: `seconds_per_hash = 0`).
+pub const DEFAULT_SECONDS_PER_HASH: f64 = 1.0;
 
 /// Frames with a PDQ quality below this are not matched (python-threatexchange and Meta alike).
 pub const QUALITY_THRESHOLD: u8 = 50;
@@ -38,6 +52,102 @@ pub struct VpdqFeature {
     pub hash: Hash256,
     /// Seconds from the start.
     pub timestamp: f64,
+}
+
+/// One frame in Baken's JSON output.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FrameOutput {
+    pub frame: u64,
+    pub quality: u8,
+    pub hash: String,
+    /// Seconds, rounded to milliseconds as Meta's file form writes them.
+    pub timestamp: f64,
+}
+
+/// vPDQ of one video in Baken's JSON output.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VpdqOutput {
+    pub seconds_per_hash: f64,
+    pub frames: Vec<FrameOutput>,
+}
+
+impl VpdqOutput {
+    pub fn new(seconds_per_hash: f64, features: &[VpdqFeature]) -> Self {
+        VpdqOutput {
+            seconds_per_hash,
+            frames: features
+                .iter()
+                .map(|f| FrameOutput {
+                    frame: f.frame_number,
+                    quality: f.quality,
+                    hash: f.hash.to_hex(),
+                    timestamp: format!("{:.3}", f.timestamp).parse().unwrap_or(f.timestamp),
+                })
+                .collect(),
+        }
+    }
+
+    /// Back to features (hex decoded), e.g. for matching what a caller sent.
+    pub fn features(&self) -> Result<Vec<VpdqFeature>, VpdqError> {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                Ok(VpdqFeature {
+                    frame_number: f.frame,
+                    quality: f.quality,
+                    hash: Hash256::from_hex(&f.hash).map_err(|e| VpdqError::Line {
+                        line: i + 1,
+                        message: e.to_string(),
+                    })?,
+                    timestamp: f.timestamp,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Frames between two hashed ones: Meta's `int(seconds_per_hash * fps)`, at least 1.
+pub fn frame_interval(seconds_per_hash: f64, fps: f64) -> u64 {
+    let n = seconds_per_hash * fps;
+    if n.is_finite() && n >= 1.0 {
+        // Truncation toward zero, as C++'s static_cast<int>.
+        n as u64
+    } else {
+        1
+    }
+}
+
+/// Decode a video held in memory and hash its sampled frames. Frames are hashed as they are
+/// decoded and dropped at once; at most one RGB frame exists at a time.
+pub fn hash_video(
+    data: &[u8],
+    limits: &VideoLimits,
+    seconds_per_hash: f64,
+) -> Result<(VideoInfo, Vec<VpdqFeature>), DecodeError> {
+    let decoder = VideoDecoder::open(data, limits)?;
+    let fps = decoder.info().fps;
+    let every = frame_interval(seconds_per_hash, fps);
+    let fps32 = fps as f32;
+    let mut features = Vec::new();
+    let info = decoder.decode(
+        |n| n % every == 0,
+        |n, frame| {
+            let h = pdq::pdq_hash_rgb_f32(pdq::StridedRgb {
+                width: frame.width,
+                height: frame.height,
+                stride: frame.stride,
+                data: frame.data,
+            });
+            features.push(VpdqFeature {
+                frame_number: n,
+                quality: h.quality,
+                hash: h.hash,
+                timestamp: f64::from(n as f32 / fps32),
+            });
+        },
+    )?;
+    Ok((info, features))
 }
 
 /// A vPDQ document that cannot be read, with where.

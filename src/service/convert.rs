@@ -221,6 +221,7 @@ pub fn hash_output(h: &pb::HashResponse) -> Result<HashOutput, Status> {
         md5: opt(&h.md5),
         sha1: opt(&h.sha1),
         sha256: opt(&h.sha256),
+        ..HashOutput::default()
     })
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod service;
+pub mod video;
 
 use std::path::PathBuf;
 
