@@ -194,6 +194,25 @@ pub struct DecodeOptions {
     pub jpeg_scale_min_side: Option<u32>,
 }
 
+/// The checks every input gets before its format is even looked at: not empty, not over `limit`.
+pub(crate) fn check_input(data: &[u8], limit: u64) -> Result<(), DecodeError> {
+    if data.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    check_input_size(data, limit)
+}
+
+/// `data` is at most `limit` bytes.
+pub(crate) fn check_input_size(data: &[u8], limit: u64) -> Result<(), DecodeError> {
+    if data.len() as u64 > limit {
+        return Err(DecodeError::TooLarge {
+            size: data.len() as u64,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_dimensions(
     format: &'static str,
     width: u32,
@@ -245,15 +264,7 @@ pub fn decode(
     limits: &DecodeLimits,
     opts: DecodeOptions,
 ) -> Result<DecodedImage, DecodeError> {
-    if data.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    if data.len() as u64 > limits.max_input_bytes {
-        return Err(DecodeError::TooLarge {
-            size: data.len() as u64,
-            limit: limits.max_input_bytes,
-        });
-    }
+    check_input(data, limits.max_input_bytes)?;
     let format = sniff(data).ok_or(DecodeError::UnsupportedFormat)?;
     if format == Format::Jpeg {
         let img = jpeg::decode(data, limits, opts.jpeg_scale_min_side)?;

@@ -448,15 +448,7 @@ impl<'a> VideoDecoder<'a> {
     /// Open a video held in memory. Fails with a typed error for anything not a decodable video
     /// within the limits; nothing is decoded yet beyond what FFmpeg reads to learn the streams.
     pub fn open(data: &'a [u8], limits: &VideoLimits) -> Result<Self, DecodeError> {
-        if data.is_empty() {
-            return Err(DecodeError::Empty);
-        }
-        if data.len() as u64 > limits.max_input_bytes {
-            return Err(DecodeError::TooLarge {
-                size: data.len() as u64,
-                limit: limits.max_input_bytes,
-            });
-        }
+        super::check_input(data, limits.max_input_bytes)?;
         let container = sniff(data).ok_or(DecodeError::UnsupportedFormat)?;
         let format = container.name();
         let started = Instant::now();

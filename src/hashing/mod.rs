@@ -268,12 +268,7 @@ impl Hasher {
                     c.name()
                 )));
             }
-            if data.len() as u64 > self.opts.video.max_input_bytes {
-                return Err(DecodeError::TooLarge {
-                    size: data.len() as u64,
-                    limit: self.opts.video.max_input_bytes,
-                });
-            }
+            decode::check_input_size(data, self.opts.video.max_input_bytes)?;
         } else if wants_image {
             let decoded = decode::decode(
                 data,
@@ -298,12 +293,7 @@ impl Hasher {
             out.ahash = hashes.ahash;
             out.blockhash = hashes.blockhash;
         } else if out.video.is_none() {
-            if data.len() as u64 > self.opts.limits.max_input_bytes {
-                return Err(DecodeError::TooLarge {
-                    size: data.len() as u64,
-                    limit: self.opts.limits.max_input_bytes,
-                });
-            }
+            decode::check_input_size(data, self.opts.limits.max_input_bytes)?;
             if !wants_exact {
                 return Err(if decode::sniff(data).is_some() {
                     DecodeError::NotApplicable(
