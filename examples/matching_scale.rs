@@ -177,11 +177,11 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let mut found = 0;
         for q in &queries {
-            let qh = [QueryHash {
-                hash_type: ty.clone(),
-                variants: q.iter().map(|v| v.to_vec()).collect(),
-                quality: Some(100),
-            }];
+            let qh = [QueryHash::new(
+                ty.clone(),
+                q.iter().map(|v| v.to_vec()).collect(),
+                Some(100),
+            )];
             found += matcher.match_query(&qh, None)?.matches.len();
         }
         let mq = t.elapsed().as_secs_f64();

@@ -53,11 +53,11 @@ fn load(store: &Store, list: &str, ty: &str, hashes: &[Vec<u8>]) {
 }
 
 fn q(ty: &str, variants: Vec<Vec<u8>>, quality: Option<u8>) -> Vec<QueryHash> {
-    vec![QueryHash {
-        hash_type: HashType::new(ty).unwrap(),
+    vec![QueryHash::new(
+        HashType::new(ty).unwrap(),
         variants,
         quality,
-    }]
+    )]
 }
 
 /// (list, entry hash hex, distance) of everything the matcher returns.

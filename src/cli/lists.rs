@@ -46,6 +46,12 @@ pub enum ListCommand {
         /// Stricter threshold for a type, e.g. `--threshold pdq=20` (repeatable).
         #[arg(long = "threshold", value_parser = parse_threshold)]
         thresholds: Vec<(HashType, u32)>,
+        /// vPDQ: percent of a query video's usable frames that must match a listed video.
+        #[arg(long, default_value_t = baken::hashing::vpdq::QUERY_MATCH_PERCENT)]
+        vpdq_query_percent: f64,
+        /// vPDQ: percent of the listed video's frames that must match a query frame.
+        #[arg(long, default_value_t = baken::hashing::vpdq::COMPARED_MATCH_PERCENT)]
+        vpdq_compared_percent: f64,
     },
     /// List the lists.
     Ls,
@@ -56,6 +62,10 @@ pub enum ListCommand {
         name: String,
         #[arg(long)]
         format: Format,
+        /// The entry's external id for a one-entry format (vpdq: one video per file);
+        /// default the file name.
+        #[arg(long)]
+        entry_id: Option<String>,
         file: PathBuf,
     },
     /// Export a list's current entries.
@@ -208,6 +218,8 @@ pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<Ex
             scheme,
             negative,
             thresholds,
+            vpdq_query_percent,
+            vpdq_compared_percent,
         } => {
             let meta = store.create_list(
                 NewList {
@@ -217,6 +229,10 @@ pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<Ex
                     classification_scheme: scheme,
                     negative,
                     thresholds: thresholds.into_iter().collect::<BTreeMap<_, _>>(),
+                    video: baken::store::VideoRule {
+                        query_match_percent: vpdq_query_percent,
+                        compared_match_percent: vpdq_compared_percent,
+                    },
                 },
                 actor,
             )?;
@@ -228,26 +244,34 @@ pub fn run_list(cmd: ListCommand, data: &Path, actor: &str) -> anyhow::Result<Ex
             }
         }
         ListCommand::Show { name } => print_json(&store.list(&name)?)?,
-        ListCommand::Import { name, format, file } => {
+        ListCommand::Import {
+            name,
+            format,
+            entry_id,
+            file,
+        } => {
             let source = file.display().to_string();
+            let entry_id = entry_id.as_deref();
             let result = if file.as_os_str() == "-" {
-                import::import(
+                import::import_as(
                     &store,
                     &name,
                     format,
                     std::io::stdin().lock(),
                     "stdin",
+                    entry_id,
                     actor,
                 )
             } else {
                 let f = std::fs::File::open(&file)
                     .with_context(|| format!("opening {}", file.display()))?;
-                import::import(
+                import::import_as(
                     &store,
                     &name,
                     format,
                     BufReader::with_capacity(1 << 20, f),
                     &source,
+                    entry_id,
                     actor,
                 )
             };

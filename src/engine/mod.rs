@@ -254,26 +254,49 @@ pub fn query_from(out: &HashOutput) -> Vec<QueryHash> {
     let mut q = Vec::new();
     let ty = |s: &str| HashType::new(s).ok();
     if let (Some(p), Some(t)) = (&out.pdq, ty("pdq")) {
-        q.push(QueryHash {
-            hash_type: t,
-            variants: p
-                .dihedral
+        q.push(QueryHash::new(
+            t,
+            p.dihedral
                 .iter()
                 .filter_map(|h| hex::decode(h).ok())
                 .collect(),
-            quality: Some(p.quality),
-        });
+            Some(p.quality),
+        ));
+    }
+    if let Some(v) = &out.vpdq {
+        q.extend(video_query(v));
     }
     for (name, v) in out.others() {
         if let (Some(v), Some(t)) = (v, ty(name))
             && let Ok(bytes) = hex::decode(v)
         {
-            q.push(QueryHash {
-                hash_type: t,
-                variants: vec![bytes],
-                quality: None,
-            });
+            q.push(QueryHash::new(t, vec![bytes], None));
         }
     }
     q
+}
+
+/// A video's query: its usable frames (the vPDQ rule's selection) once as `vpdq`, for video
+/// lists, and once as `pdq`, for image lists. With no usable frame, an empty `vpdq` query,
+/// which the matcher reports as skipped.
+pub fn video_query(v: &hashing::vpdq::VpdqOutput) -> Vec<QueryHash> {
+    use hashing::vpdq;
+    let (Ok(vt), Ok(pt)) = (HashType::new("vpdq"), HashType::new("pdq")) else {
+        return Vec::new();
+    };
+    let features = v.features().unwrap_or_default();
+    let frames = vpdq::usable_frames(&features, vpdq::QUALITY_THRESHOLD);
+    let hashes: Vec<Vec<u8>> = frames.iter().map(|f| f.hash.to_bytes().to_vec()).collect();
+    let stamps: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+    let frames_query = |t: HashType| QueryHash {
+        hash_type: t,
+        variants: hashes.clone(),
+        quality: None,
+        timestamps: Some(stamps.clone()),
+    };
+    if hashes.is_empty() {
+        vec![frames_query(vt)]
+    } else {
+        vec![frames_query(vt), frames_query(pt)]
+    }
 }

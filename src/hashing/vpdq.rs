@@ -215,6 +215,27 @@ pub fn parse_meta(text: &str) -> Result<Vec<VpdqFeature>, VpdqError> {
     Ok(out)
 }
 
+/// Either form, told apart by the first non-blank character (`[`: the JSON signal).
+pub fn parse_any(text: &str) -> Result<Vec<VpdqFeature>, VpdqError> {
+    if text.trim_start().starts_with('[') {
+        parse_signal(text)
+    } else {
+        parse_meta(text)
+    }
+}
+
+/// The id under which a video's frames are listed: SHA-256 of its usable frame hashes in
+/// order, so the same hash imported twice is the same entry and two different videos never
+/// share frame rows.
+pub fn video_id(usable: &[&VpdqFeature]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in usable {
+        h.update(f.hash.to_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Write Meta's file form (one line per feature, timestamps with 3 decimals).
 pub fn to_meta(features: &[VpdqFeature]) -> String {
     features
@@ -318,13 +339,21 @@ impl VpdqMatch {
     }
 }
 
-/// Unique hashes (first occurrence kept) of at least `quality`.
-fn usable(features: &[VpdqFeature], quality: u8) -> Vec<Hash256> {
+/// The frames the match rule counts, as python-threatexchange selects them: the first
+/// occurrence of each hash, then those of at least `quality` (deduplicating first means a
+/// hash seen first at low quality is dropped entirely).
+pub fn usable_frames(features: &[VpdqFeature], quality: u8) -> Vec<&VpdqFeature> {
     let mut seen = HashSet::new();
     features
         .iter()
         .filter(|f| seen.insert(f.hash))
         .filter(|f| f.quality >= quality)
+        .collect()
+}
+
+fn usable(features: &[VpdqFeature], quality: u8) -> Vec<Hash256> {
+    usable_frames(features, quality)
+        .into_iter()
         .map(|f| f.hash)
         .collect()
 }

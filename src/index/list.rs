@@ -14,6 +14,7 @@ pub struct ListIndex {
     pub version: u64,
     pub negative: bool,
     pub thresholds: BTreeMap<HashType, u32>,
+    pub video: VideoRule,
     /// Live entries at `version`.
     pub entries: u64,
     /// The base came from an index snapshot rather than from the store.
@@ -45,6 +46,7 @@ impl ListIndex {
             version: meta.version,
             negative: meta.negative,
             thresholds: meta.thresholds.clone(),
+            video: meta.video,
             entries: base.entries,
             from_snapshot: false,
             base_version: meta.version,
@@ -104,6 +106,7 @@ impl ListIndex {
             version: meta.version,
             negative: meta.negative,
             thresholds: meta.thresholds.clone(),
+            video: meta.video,
             entries: (base.entries + delta.entries).saturating_sub(removed.len() as u64),
             from_snapshot,
             base_version,
@@ -140,8 +143,42 @@ impl ListIndex {
         self.thresholds.get(ty).map_or(global, |&t| t.min(global))
     }
 
-    /// Raw hits of one query hash: (entry value, distance, variant index, threshold).
+    /// Raw hits of one query hash: (entry value, distance, variant index, threshold), the
+    /// closest variant per entry.
     pub(super) fn search(
+        &self,
+        cfg: &MatchConfig,
+        q: &QueryHash,
+    ) -> Vec<(Vec<u8>, u32, usize, u32)> {
+        let mut out = self.search_all(cfg, q);
+        // One hit per entry: the closest variant.
+        out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    /// Live frame rows of the listed video `id` (base + added − removed).
+    pub(super) fn live_frames(&self, id: &[u8]) -> u64 {
+        let count = |t: &Tables| {
+            t.bits
+                .values()
+                .filter_map(BitIndex::video)
+                .map(|v| u64::from(v.frames_of(id)))
+                .sum::<u64>()
+        };
+        let removed = self
+            .removed
+            .iter()
+            .filter(|p| {
+                parse_entry_prefix(p)
+                    .is_some_and(|(_, ty, h)| ty == "vpdq" && h.len() == 64 && &h[32..] == id)
+            })
+            .count() as u64;
+        (count(&self.base) + count(&self.delta)).saturating_sub(removed)
+    }
+
+    /// Every hit of every variant (a video's frames: each frame's hits count).
+    pub(super) fn search_all(
         &self,
         cfg: &MatchConfig,
         q: &QueryHash,
@@ -163,10 +200,6 @@ impl ListIndex {
             });
         }
         out.extend(self.delta.search(&q.hash_type, &q.variants, t));
-        let mut out: Vec<_> = out.into_iter().map(|(v, d, vi)| (v, d, vi, t)).collect();
-        // One hit per entry: the closest variant.
-        out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-        out.dedup_by(|a, b| a.0 == b.0);
-        out
+        out.into_iter().map(|(v, d, vi)| (v, d, vi, t)).collect()
     }
 }

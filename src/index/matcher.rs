@@ -157,7 +157,10 @@ impl Matcher {
         let mut changed = Vec::new();
         for m in &metas {
             let stale = lists.get(&m.id).is_none_or(|l| {
-                l.version != m.version || l.negative != m.negative || l.thresholds != m.thresholds
+                l.version != m.version
+                    || l.negative != m.negative
+                    || l.thresholds != m.thresholds
+                    || l.video != m.video
             });
             if stale {
                 // Apply the change log to the current base when the change is small; a full
@@ -234,6 +237,16 @@ impl Matcher {
         let mut positive = Vec::new();
         let mut negative = Vec::new();
         for q in query {
+            if q.timestamps.is_some() && q.variants.is_empty() {
+                result.skipped.push(Skipped {
+                    hash_type: q.hash_type.clone(),
+                    reason: format!(
+                        "the video has no frame of quality {} or more: not matched",
+                        crate::hashing::vpdq::QUALITY_THRESHOLD
+                    ),
+                });
+                continue;
+            }
             if q.hash_type.as_str() == "pdq"
                 && let Some(quality) = q.quality
                 && quality < self.config.pdq_quality_floor
@@ -250,6 +263,15 @@ impl Matcher {
             for list in snap.lists.values() {
                 let selected = only.is_none_or(|names| names.iter().any(|n| n == &list.name));
                 if !selected && !list.negative {
+                    continue;
+                }
+                if let Some(ts) = &q.timestamps {
+                    let found = self.match_frames(list, q, ts)?;
+                    if list.negative {
+                        negative.extend(found);
+                    } else {
+                        positive.extend(found);
+                    }
                     continue;
                 }
                 for (value, distance, variant, threshold) in list.search(&self.config, q) {
@@ -283,6 +305,78 @@ impl Matcher {
         Ok(result)
     }
 
+    /// A video's frames against one list. A `vpdq` list matches per listed video by the list's
+    /// [`VideoRule`](crate::store::VideoRule); any other type (an image PDQ list) per entry,
+    /// when any frame is within its threshold — a known image shown in the video.
+    fn match_frames(
+        &self,
+        list: &ListIndex,
+        q: &QueryHash,
+        timestamps: &[f64],
+    ) -> Result<Vec<Match>, StoreError> {
+        struct Group {
+            query_frames: std::collections::BTreeSet<usize>,
+            listed_frames: HashSet<Vec<u8>>,
+            best: (u32, Vec<u8>, usize, u32),
+        }
+        let video = q.hash_type.as_str() == "vpdq";
+        let mut groups: BTreeMap<Vec<u8>, Group> = BTreeMap::new();
+        for (value, distance, variant, threshold) in list.search_all(&self.config, q) {
+            let key = if video && value.len() == 64 {
+                value[32..].to_vec()
+            } else {
+                value.clone()
+            };
+            let g = groups.entry(key).or_insert_with(|| Group {
+                query_frames: Default::default(),
+                listed_frames: HashSet::new(),
+                best: (u32::MAX, Vec::new(), 0, threshold),
+            });
+            g.query_frames.insert(variant);
+            if distance < g.best.0 {
+                g.best = (distance, value.clone(), variant, threshold);
+            }
+            g.listed_frames.insert(value);
+        }
+        let queried = q.variants.len().max(1) as f64;
+        let mut out = Vec::new();
+        for (key, g) in groups {
+            let stamps = g
+                .query_frames
+                .iter()
+                .filter_map(|&i| timestamps.get(i).copied())
+                .collect();
+            let (distance, value, variant, threshold) = g.best;
+            let shares = if video {
+                let live = list.live_frames(&key);
+                if live == 0 {
+                    continue;
+                }
+                let qp = g.query_frames.len() as f64 * 100.0 / queried;
+                let cp = (g.listed_frames.len() as u64).min(live) as f64 * 100.0 / live as f64;
+                if qp < list.video.query_match_percent || cp < list.video.compared_match_percent {
+                    continue;
+                }
+                (Some(qp), Some(cp))
+            } else {
+                (None, None)
+            };
+            let mut m = self.describe(list, &q.hash_type, &value, distance, variant, threshold)?;
+            if video {
+                // The entry is the listed video: name it by its id, not one frame's row.
+                m.hash = hex::encode(&key);
+            }
+            m.transform = None;
+            m.video = Some(VideoMatch {
+                query_match_percent: shares.0,
+                compared_match_percent: shares.1,
+                timestamps: stamps,
+            });
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     pub(super) fn describe(
         &self,
         list: &ListIndex,
@@ -313,6 +407,7 @@ impl Matcher {
                 .flatten(),
             classification,
             media_type,
+            video: None,
         })
     }
 }

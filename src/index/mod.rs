@@ -18,7 +18,7 @@ mod tables;
 pub use list::ListIndex;
 pub use matcher::{Matcher, Refresher, Snapshot, snapshot_dir};
 use tables::*;
-pub use tables::{BitIndex, BitTable, Tables, pack, pack_into, unpack};
+pub use tables::{BitIndex, BitTable, Tables, VideoTable, pack, pack_into, unpack};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::store::{
-    HashType, ListMeta, Metric, Store, StoreError, entry_prefix, parse_entry_prefix,
+    HashType, ListMeta, Metric, Store, StoreError, VideoRule, entry_prefix, parse_entry_prefix,
 };
 
 /// Matching settings.
@@ -83,6 +83,36 @@ pub struct QueryHash {
     pub hash_type: HashType,
     pub variants: Vec<Vec<u8>>,
     pub quality: Option<u8>,
+    /// Set for a video's frames: the variants are the video's usable frame hashes (type
+    /// `vpdq` against video lists, `pdq` against image lists), these their timestamps.
+    pub timestamps: Option<Vec<f64>>,
+}
+
+impl QueryHash {
+    /// One hash with its variants (no frames).
+    pub fn new(hash_type: HashType, variants: Vec<Vec<u8>>, quality: Option<u8>) -> QueryHash {
+        QueryHash {
+            hash_type,
+            variants,
+            quality,
+            timestamps: None,
+        }
+    }
+}
+
+/// How a video matched: the shares of frames (python-threatexchange's rule) and where in the
+/// query video the matching frames are.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VideoMatch {
+    /// Percent of the query's usable frames within the threshold of a frame of the entry
+    /// (absent for a frame matched against an image list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_match_percent: Option<f64>,
+    /// Percent of the listed video's frames within the threshold of a query frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_match_percent: Option<f64>,
+    /// Timestamps (seconds) of the query frames that matched, ascending.
+    pub timestamps: Vec<f64>,
 }
 
 /// Names of PDQ's dihedral variants, in the order `hashing::pdq` produces them.
@@ -106,6 +136,9 @@ pub struct Match {
     pub classification: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Set when the query is a video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoMatch>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -252,8 +252,8 @@ pub fn load(
                     .chunks_exact(8)
                     .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
                     .collect();
-                idx.bits
-                    .insert((ty, value), BitIndex::build(kind, value, &rows));
+                let table = BitIndex::build_for(&ty, kind, value, &rows);
+                idx.bits.insert((ty, value), table);
             }
             (2, Metric::L2) => {
                 let n = c.count(1)?;

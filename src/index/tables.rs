@@ -8,9 +8,23 @@ use super::*;
 pub enum BitIndex {
     Scan(BitTable),
     Multi(mih::MultiIndex),
+    /// vPDQ frames: rows are frame PDQ ‖ video id, searched by the frame half only.
+    Video(VideoTable),
 }
 
+/// Words of a vPDQ row that hold the frame's PDQ; the rest is the video id.
+pub const VPDQ_FRAME_WORDS: usize = 4;
+
 impl BitIndex {
+    /// [`BitIndex::build`] for a table of type `ty`: vPDQ rows become a [`VideoTable`].
+    pub fn build_for(ty: &HashType, kind: IndexKind, bytes: usize, rows: &[u64]) -> BitIndex {
+        if ty.as_str() == "vpdq" && bytes == 64 {
+            BitIndex::Video(VideoTable::build(kind, rows))
+        } else {
+            BitIndex::build(kind, bytes, rows)
+        }
+    }
+
     /// Build from row-major packed hashes (`words` u64 per entry).
     pub fn build(kind: IndexKind, bytes: usize, rows: &[u64]) -> BitIndex {
         let words = bytes.div_ceil(8);
@@ -37,6 +51,7 @@ impl BitIndex {
         match self {
             BitIndex::Scan(t) => t.words,
             BitIndex::Multi(m) => m.words,
+            BitIndex::Video(_) => 8,
         }
     }
 
@@ -44,6 +59,7 @@ impl BitIndex {
         match self {
             BitIndex::Scan(t) => t.len,
             BitIndex::Multi(m) => m.len,
+            BitIndex::Video(v) => v.video_of.len(),
         }
     }
 
@@ -55,6 +71,7 @@ impl BitIndex {
         match self {
             BitIndex::Scan(_) => "scan",
             BitIndex::Multi(_) => "mih",
+            BitIndex::Video(v) => v.frames.kind_name(),
         }
     }
 
@@ -62,6 +79,13 @@ impl BitIndex {
         match self {
             BitIndex::Scan(t) => scan::hamming_scan(t, queries, radius),
             BitIndex::Multi(m) => m.search(queries, radius),
+            BitIndex::Video(v) => {
+                let q: Vec<Vec<u64>> = queries
+                    .iter()
+                    .map(|q| q.iter().copied().take(VPDQ_FRAME_WORDS).collect())
+                    .collect();
+                v.frames.search(&q, radius)
+            }
         }
     }
 
@@ -69,6 +93,16 @@ impl BitIndex {
         match self {
             BitIndex::Scan(t) => t.entry_bytes(i),
             BitIndex::Multi(m) => m.entry_bytes(i),
+            BitIndex::Video(_) => unpack(8, 64, |w| self.word(i, w)),
+        }
+    }
+
+    /// Word `w` of entry `i`'s packed row.
+    pub(crate) fn word(&self, i: usize, w: usize) -> u64 {
+        match self {
+            BitIndex::Scan(t) => t.word(i, w),
+            BitIndex::Multi(m) => m.word(i, w),
+            BitIndex::Video(v) => v.word(i, w),
         }
     }
 
@@ -76,11 +110,7 @@ impl BitIndex {
     pub fn write_rows(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         for i in 0..self.len() {
             for word in 0..self.words() {
-                let x = match self {
-                    BitIndex::Scan(t) => t.word(i, word),
-                    BitIndex::Multi(m) => m.word(i, word),
-                };
-                w.write_all(&x.to_le_bytes())?;
+                w.write_all(&self.word(i, word).to_le_bytes())?;
             }
         }
         Ok(())
@@ -90,7 +120,90 @@ impl BitIndex {
         match self {
             BitIndex::Scan(t) => t.data.len() * 8,
             BitIndex::Multi(m) => m.memory_bytes(),
+            BitIndex::Video(v) => v.memory_bytes(),
         }
+    }
+
+    /// The vPDQ side of the table, if it is one.
+    pub fn video(&self) -> Option<&VideoTable> {
+        match self {
+            BitIndex::Video(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The frames of many videos in one Hamming table, so a query video's frames are searched
+/// once against every listed frame (exact recall, scan or multi-index as for images) instead
+/// of video by video. Each frame row knows its video; each video knows how many frames it
+/// has, for the compared-match share.
+#[derive(Debug)]
+pub struct VideoTable {
+    pub(crate) frames: Box<BitIndex>,
+    /// Video number of each frame row.
+    pub(crate) video_of: Vec<u32>,
+    /// Video ids (packed, 4 words each) by video number.
+    pub(crate) ids: Vec<[u64; 4]>,
+    /// Frame rows per video number.
+    pub(crate) frames_per: Vec<u32>,
+    by_id: HashMap<[u64; 4], u32>,
+}
+
+impl VideoTable {
+    /// From packed 64-byte rows (8 words: frame PDQ, then video id).
+    pub fn build(kind: IndexKind, rows: &[u64]) -> VideoTable {
+        let mut t = VideoTable {
+            frames: Box::new(BitIndex::Scan(BitTable::new(32))),
+            video_of: Vec::with_capacity(rows.len() / 8),
+            ids: Vec::new(),
+            frames_per: Vec::new(),
+            by_id: HashMap::new(),
+        };
+        let mut frame_rows = Vec::with_capacity(rows.len() / 2);
+        for row in rows.chunks_exact(8) {
+            let id = [row[4], row[5], row[6], row[7]];
+            let n = match t.by_id.get(&id) {
+                Some(&n) => n,
+                None => {
+                    let n = t.ids.len() as u32;
+                    t.ids.push(id);
+                    t.frames_per.push(0);
+                    t.by_id.insert(id, n);
+                    n
+                }
+            };
+            t.frames_per[n as usize] += 1;
+            t.video_of.push(n);
+            frame_rows.extend_from_slice(&row[..VPDQ_FRAME_WORDS]);
+        }
+        t.frames = Box::new(BitIndex::build(kind, 32, &frame_rows));
+        t
+    }
+
+    fn word(&self, i: usize, w: usize) -> u64 {
+        if w < VPDQ_FRAME_WORDS {
+            self.frames.word(i, w)
+        } else {
+            self.ids[self.video_of[i] as usize][w - VPDQ_FRAME_WORDS]
+        }
+    }
+
+    /// Distinct videos.
+    pub fn videos(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Frame rows of the video with this id (32 bytes).
+    pub fn frames_of(&self, id: &[u8]) -> u32 {
+        let p = pack(id, 4);
+        let key = [p[0], p[1], p[2], p[3]];
+        self.by_id
+            .get(&key)
+            .map_or(0, |&n| self.frames_per[n as usize])
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.frames.memory_bytes() + self.video_of.len() * 4 + self.ids.len() * (32 + 4 + 48)
     }
 }
 
@@ -241,7 +354,13 @@ impl Tables {
                 let Some(first) = variants.first() else {
                     return out;
                 };
-                let Some(table) = self.bits.get(&(ty.clone(), first.len())) else {
+                // vPDQ queries are frame hashes; the table's rows also carry the video id.
+                let len = if ty.as_str() == "vpdq" {
+                    64
+                } else {
+                    first.len()
+                };
+                let Some(table) = self.bits.get(&(ty.clone(), len)) else {
                     return out;
                 };
                 let queries: Vec<Vec<u64>> =
@@ -352,7 +471,7 @@ impl TableBuilder {
                 .rows
                 .into_iter()
                 .map(|((ty, len), rows)| {
-                    let idx = BitIndex::build(kind, len, &rows);
+                    let idx = BitIndex::build_for(&ty, kind, len, &rows);
                     ((ty, len), idx)
                 })
                 .collect(),

@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 use super::config::ReportsConfig;
 use super::{pb, status_with_kind};
 use crate::hashing::{Algorithm, HashOutput, PdqMode, PdqOutput};
-use crate::index::{Match, MatchResult, QueryHash, Skipped, Suppressed, TRANSFORMS};
+use crate::index::{Match, MatchResult, QueryHash, Skipped, Suppressed, TRANSFORMS, VideoMatch};
 use crate::reports::{
     self, AbuseType, CallerContext, Contact, IpEvent, IpEventKind, Location, Provider, Recipient,
     RemovalStatus, ReportedUser, Urgency,
@@ -94,6 +94,11 @@ pub fn pb_match(m: &Match) -> pb::Match {
         transform: m.transform.unwrap_or_default().to_string(),
         classification: m.classification.clone().unwrap_or_default(),
         media_type: m.media_type.clone().unwrap_or_default(),
+        video: m.video.as_ref().map(|v| pb::VideoMatch {
+            query_match_percent: v.query_match_percent,
+            compared_match_percent: v.compared_match_percent,
+            timestamps: v.timestamps.clone(),
+        }),
     }
 }
 
@@ -190,11 +195,7 @@ pub fn parse_hashes(
         } else {
             out.set_other(ty.as_str(), text);
         }
-        q.push(QueryHash {
-            hash_type: ty,
-            variants,
-            quality,
-        });
+        q.push(QueryHash::new(ty, variants, quality));
     }
     Ok((q, out))
 }
@@ -256,6 +257,11 @@ pub fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
         transform,
         classification: opt(&m.classification),
         media_type: opt(&m.media_type),
+        video: m.video.as_ref().map(|v| VideoMatch {
+            query_match_percent: v.query_match_percent,
+            compared_match_percent: v.compared_match_percent,
+            timestamps: v.timestamps.clone(),
+        }),
     })
 }
 

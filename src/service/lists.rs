@@ -18,7 +18,7 @@ use super::auth::Rpc;
 use super::{State, pb, status_with_kind, store_status};
 use crate::store::export::{self, ExportFormat};
 use crate::store::import::{self, Format, ImportError};
-use crate::store::{ChangeCounts, HashType, ListMeta, NewList, Store};
+use crate::store::{ChangeCounts, HashType, ListMeta, NewList, Store, VideoRule};
 
 pub struct ListSvc {
     state: Arc<State>,
@@ -73,6 +73,8 @@ fn list_info(m: &ListMeta) -> pb::ListInfo {
             .collect(),
         live_entries: m.live_entries,
         tombstones: m.tombstones,
+        vpdq_query_match_percent: m.video.query_match_percent,
+        vpdq_compared_match_percent: m.video.compared_match_percent,
     }
 }
 
@@ -278,6 +280,14 @@ impl pb::list_service_server::ListService for ListSvc {
                             .then_some(q.classification_scheme),
                         negative: q.negative,
                         thresholds,
+                        video: VideoRule {
+                            query_match_percent: q
+                                .vpdq_query_match_percent
+                                .unwrap_or(VideoRule::default().query_match_percent),
+                            compared_match_percent: q
+                                .vpdq_compared_match_percent
+                                .unwrap_or(VideoRule::default().compared_match_percent),
+                        },
                     },
                     actor,
                 )

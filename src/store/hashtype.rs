@@ -61,6 +61,7 @@ impl HashType {
         let lower = name.trim().to_ascii_lowercase();
         let canon = match lower.as_str() {
             "pdq" | "hash_pdq" | "imagepdq" | "pdq_hash" => "pdq",
+            "vpdq" | "hash_vpdq" | "videopdq" | "video_pdq" => "vpdq",
             "md5" | "hash_md5" | "videomd5" | "imagemd5" => "md5",
             "sha1" | "sha-1" | "hash_sha1" => "sha1",
             "sha256" | "sha-256" | "hash_sha256" => "sha256",
@@ -86,7 +87,7 @@ impl HashType {
 
     pub fn metric(&self) -> Metric {
         match self.0.as_str() {
-            "pdq" | "phash" | "dhash" | "ahash" | "blockhash" => Metric::Hamming,
+            "pdq" | "vpdq" | "phash" | "dhash" | "ahash" | "blockhash" => Metric::Hamming,
             "photodna" => Metric::L2,
             _ => Metric::Exact,
         }
@@ -96,6 +97,9 @@ impl HashType {
     pub fn byte_len(&self) -> Option<usize> {
         match self.0.as_str() {
             "pdq" | "sha256" => Some(32),
+            // One frame: its PDQ (32 bytes) and the id of the video it belongs to (32 bytes,
+            // see `index::VideoTable`); the distance is the frames' alone.
+            "vpdq" => Some(64),
             "md5" => Some(16),
             "sha1" => Some(20),
             "photodna" => Some(144),
@@ -106,7 +110,7 @@ impl HashType {
     /// The default match threshold for a value of `bits` bits (Hamming) or the type (L2).
     pub fn default_threshold(&self, bits: usize) -> u32 {
         match self.0.as_str() {
-            "pdq" => 31,
+            "pdq" | "vpdq" => 31,
             "photodna" => 1800,
             _ if self.metric() == Metric::Hamming => ((bits as u32) * 10).div_ceil(64),
             _ => 0,

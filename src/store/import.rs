@@ -30,6 +30,9 @@ pub enum Format {
     /// Project VIC VICS JSON/OData: `value[] {MediaID, Category, MD5, SHA1}`.
     #[serde(alias = "projectvic", alias = "project-vic")]
     Vics,
+    /// One video's vPDQ: Meta's `frameNumber,quality,pdqHex,timestamp` lines or
+    /// python-threatexchange's JSON list of `"pdqHex,quality,timestamp"`.
+    Vpdq,
 }
 
 impl std::str::FromStr for Format {
@@ -88,6 +91,20 @@ pub fn import(
     source: &str,
     actor: &str,
 ) -> Result<(ImportReport, ListMeta), ImportError> {
+    import_as(store, list, format, input, source, None, actor)
+}
+
+/// [`import`], naming the entry of a one-entry format (vPDQ: one video per file; its default
+/// id is the file name of `source`).
+pub fn import_as(
+    store: &Store,
+    list: &str,
+    format: Format,
+    input: impl BufRead,
+    source: &str,
+    entry_id: Option<&str>,
+    actor: &str,
+) -> Result<(ImportReport, ListMeta), ImportError> {
     let mut change = store.begin(list, actor, "list.import")?;
     let mut errors = Vec::new();
     let mut records = 0u64;
@@ -121,6 +138,17 @@ pub fn import(
             }
             Format::Vics => parse_json(input, format, &["value"], vics, &mut emit)?,
             Format::Ncmec => parse_ncmec(input, &mut emit)?,
+            Format::Vpdq => {
+                let id = entry_id.map_or_else(
+                    || {
+                        std::path::Path::new(source)
+                            .file_name()
+                            .map_or_else(|| source.to_string(), |n| n.to_string_lossy().into())
+                    },
+                    str::to_string,
+                );
+                parse_vpdq(input, &id, source, &mut emit)?
+            }
         }
     }
     let version_from = change.list().version;
@@ -174,6 +202,72 @@ fn non_empty(s: Option<&str>) -> Option<String> {
     s.map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+// ---------------------------------------------------------------- vPDQ
+
+/// Largest vPDQ file read: 2 hours of 60 fps video hashed every frame is ~35 MB.
+const MAX_VPDQ_BYTES: u64 = 256 << 20;
+
+/// One video: its usable frames (python-threatexchange's selection: first of each hash,
+/// quality ≥ 50) become one `vpdq` entry each, `frame PDQ ‖ video id`, under one external id.
+/// A file that does not parse is refused whole: a video's frames are one hash.
+fn parse_vpdq(
+    input: impl Read,
+    entry_id: &str,
+    source: &str,
+    emit: &mut Emit<'_>,
+) -> Result<(), ImportError> {
+    use crate::hashing::vpdq;
+    let malformed = |at: String, message: String| ImportError::Malformed {
+        format: Format::Vpdq,
+        at,
+        message,
+    };
+    let mut text = String::new();
+    input
+        .take(MAX_VPDQ_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| ImportError::Io(e.to_string()))?;
+    if text.len() as u64 > MAX_VPDQ_BYTES {
+        return Err(malformed(
+            "end".into(),
+            format!("a vPDQ file over {MAX_VPDQ_BYTES} bytes is not one video"),
+        ));
+    }
+    let features = vpdq::parse_any(&text).map_err(|e| match e {
+        vpdq::VpdqError::Line { line, message } => malformed(format!("line {line}"), message),
+        other => malformed("input".into(), other.to_string()),
+    })?;
+    let frames = vpdq::usable_frames(&features, vpdq::QUALITY_THRESHOLD);
+    if frames.is_empty() {
+        return Err(malformed(
+            "input".into(),
+            format!(
+                "no frame of quality {} or more ({} frames read): the video cannot be matched",
+                vpdq::QUALITY_THRESHOLD,
+                features.len()
+            ),
+        ));
+    }
+    let id = vpdq::video_id(&frames);
+    let ty = HashType::new("vpdq").map_err(|e| StoreError::Invalid(e.to_string()))?;
+    for f in frames {
+        let mut hash = f.hash.to_bytes().to_vec();
+        hash.extend_from_slice(&id);
+        emit(Ok(Incoming {
+            hash_type: Some(ty.clone()),
+            hash,
+            external_id: Some(entry_id.to_string()),
+            media_type: Some("video".into()),
+            provenance: Some(format!(
+                "{source} frame {} t={:.3}",
+                f.frame_number, f.timestamp
+            )),
+            ..Incoming::default()
+        }))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- CSV / TSV

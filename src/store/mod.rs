@@ -307,6 +307,7 @@ impl Store {
         if !valid_list_name(&spec.name) {
             return Err(StoreError::BadListName(spec.name));
         }
+        spec.video.check()?;
         let _w = self.lock();
         if self
             .db
@@ -331,6 +332,7 @@ impl Store {
             updated: now.clone(),
             negative: spec.negative,
             thresholds: spec.thresholds,
+            video: spec.video,
             live_entries: 0,
             tombstones: 0,
         };

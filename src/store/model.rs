@@ -59,6 +59,9 @@ pub struct ListMeta {
     /// Per-type thresholds stricter than the defaults (`pdq` → 20, say).
     #[serde(default)]
     pub thresholds: std::collections::BTreeMap<HashType, u32>,
+    /// When a video matches one of the list's videos (vPDQ).
+    #[serde(default)]
+    pub video: VideoRule,
     #[serde(default)]
     pub live_entries: u64,
     #[serde(default)]
@@ -74,6 +77,38 @@ pub struct NewList {
     pub classification_scheme: Option<String>,
     pub negative: bool,
     pub thresholds: std::collections::BTreeMap<HashType, u32>,
+    pub video: VideoRule,
+}
+
+/// python-threatexchange's vPDQ verdict, per list: a query video matches a listed one when at
+/// least `query_match_percent` of the query's usable frames are within the frame threshold of
+/// some frame of it, and at least `compared_match_percent` of its frames of some query frame.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct VideoRule {
+    pub query_match_percent: f64,
+    pub compared_match_percent: f64,
+}
+
+impl Default for VideoRule {
+    fn default() -> Self {
+        VideoRule {
+            query_match_percent: crate::hashing::vpdq::QUERY_MATCH_PERCENT,
+            compared_match_percent: crate::hashing::vpdq::COMPARED_MATCH_PERCENT,
+        }
+    }
+}
+
+impl VideoRule {
+    pub fn check(&self) -> Result<()> {
+        let ok = |p: f64| (0.0..=100.0).contains(&p);
+        if ok(self.query_match_percent) && ok(self.compared_match_percent) {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(
+                "vPDQ match percentages must be between 0 and 100".into(),
+            ))
+        }
+    }
 }
 
 /// One entry as stored.
