@@ -210,6 +210,7 @@ async fn import_csv(ch: &Channel, list: &str, csv: String) -> u64 {
                 list: list.into(),
                 format: pb::ListFormat::Csv as i32,
                 source: "test".into(),
+                entry_id: String::new(),
             })),
         },
         pb::ImportListRequest {

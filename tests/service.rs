@@ -257,8 +257,8 @@ async fn hash_scan_match_stream_and_metrics() {
     let text = metrics_text(running.metrics_addr.unwrap()).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for needle in [
-        "baken_scans_total{outcome=\"match\"}",
-        "baken_scans_total{outcome=\"no_match\"}",
+        "baken_scans_total{outcome=\"match\",media=\"image\"}",
+        "baken_scans_total{outcome=\"no_match\",media=\"image\"}",
         "baken_matches_total{list=\"known\",hash_type=\"pdq\"}",
         "baken_errors_total{kind=\"truncated\"}",
         "baken_errors_total{kind=\"not_found\"}",
@@ -319,6 +319,7 @@ async fn list_rpcs() {
             list: "ncmec".into(),
             format: pb::ListFormat::Ncmec as i32,
             source: "ncmec.xml".into(),
+            entry_id: String::new(),
         })),
     }];
     for c in xml.chunks(100) {
@@ -346,6 +347,7 @@ async fn list_rpcs() {
                 list: "ncmec".into(),
                 format: pb::ListFormat::Ncmec as i32,
                 source: String::new(),
+                entry_id: String::new(),
             })),
         },
         pb::ImportListRequest {
@@ -840,6 +842,16 @@ async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code 
             }
             Err(e) => Err(e),
         },
+        "ScanUpload" => scan
+            .scan_upload(authed(
+                tokio_stream::iter(vec![pb::ScanRequest {
+                    image: img.to_vec(),
+                    ..Default::default()
+                }]),
+                token,
+            ))
+            .await
+            .map(|_| ()),
         "CreateList" => {
             let n = format!(
                 "l{}",
@@ -1030,11 +1042,12 @@ async fn call(ch: &Channel, rpc: &str, token: Option<&str>, img: &[u8]) -> Code 
 }
 
 /// Which roles may call which RPC: the policy, written out independently of the code.
-const MATRIX: [(&str, &[&str]); 26] = [
+const MATRIX: [(&str, &[&str]); 27] = [
     ("HashImage", &["scanner"]),
     ("Scan", &["scanner"]),
     ("MatchHashes", &["scanner"]),
     ("ScanStream", &["scanner"]),
+    ("ScanUpload", &["scanner"]),
     ("CreateList", &["list_admin"]),
     ("GetList", &["list_admin", "auditor"]),
     ("ListLists", &["list_admin", "auditor"]),

@@ -16,30 +16,7 @@ use baken::hashing::{PdqMode, exact};
 use baken::index::{IndexKind, Match, MatchConfig, Matcher};
 use baken::store::import::{self, Format};
 use baken::store::{NewList, Store, VideoRule};
-use common::video::{ffmpeg, write};
-
-/// A slideshow of generated images, one a second for `seconds` (distinct frames each second,
-/// as a real video's scenes are), at 25 fps in H.264, after the ffmpeg filter `vf`.
-fn slideshow(seed: u64, seconds: u32, vf: &str, codec: &[&str], out: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    for i in 0..seconds {
-        write(
-            dir.path(),
-            &format!("{i:02}.png"),
-            &common::generated_png(320, 240, seed * 100 + u64::from(i)),
-        );
-    }
-    let pattern = dir.path().join("%02d.png");
-    let pattern = pattern.to_string_lossy();
-    let filter = if vf.is_empty() {
-        "fps=25".to_string()
-    } else {
-        format!("fps=25,{vf}")
-    };
-    let mut args = vec!["-framerate", "1", "-i", &pattern, "-vf", &filter];
-    args.extend_from_slice(codec);
-    ffmpeg(&args, out)
-}
+use common::video::{ffmpeg, slideshow, write};
 
 /// (case, bytes, must match on `videos`, must match on `strict`; `None`: whatever the rule says)
 type Case = (&'static str, Vec<u8>, Option<bool>, Option<bool>);

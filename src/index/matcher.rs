@@ -352,14 +352,15 @@ impl Matcher {
                 if live == 0 {
                     continue;
                 }
+                let listed = (g.listed_frames.len() as u64).min(live);
                 let qp = g.query_frames.len() as f64 * 100.0 / queried;
-                let cp = (g.listed_frames.len() as u64).min(live) as f64 * 100.0 / live as f64;
+                let cp = listed as f64 * 100.0 / live as f64;
                 if qp < list.video.query_match_percent || cp < list.video.compared_match_percent {
                     continue;
                 }
-                (Some(qp), Some(cp))
+                (Some(qp), Some(cp), Some(live), Some(listed))
             } else {
-                (None, None)
+                (None, None, None, None)
             };
             let mut m = self.describe(list, &q.hash_type, &value, distance, variant, threshold)?;
             if video {
@@ -371,6 +372,10 @@ impl Matcher {
                 query_match_percent: shares.0,
                 compared_match_percent: shares.1,
                 timestamps: stamps,
+                query_frames: q.variants.len() as u32,
+                query_frames_matched: g.query_frames.len() as u32,
+                listed_frames: shares.2,
+                listed_frames_matched: shares.3,
             });
             out.push(m);
         }

@@ -113,6 +113,14 @@ pub struct VideoMatch {
     pub compared_match_percent: Option<f64>,
     /// Timestamps (seconds) of the query frames that matched, ascending.
     pub timestamps: Vec<f64>,
+    /// The counts behind the shares: usable query frames, and how many matched.
+    pub query_frames: u32,
+    pub query_frames_matched: u32,
+    /// The listed video's frames, and how many matched (vPDQ lists only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed_frames: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed_frames_matched: Option<u64>,
 }
 
 /// Names of PDQ's dihedral variants, in the order `hashing::pdq` produces them.

@@ -285,6 +285,23 @@ pub struct MatchDetail {
     pub transform: Option<String>,
     #[serde(default)]
     pub classification: Option<String>,
+    /// A video's match: which of its frames matched (absent for images and hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoDetail>,
+}
+
+/// Where in a video the match is, in integers (a signed body has no floats to canonicalise):
+/// frame counts behind the vPDQ shares and the matched frames' times in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoDetail {
+    pub query_frames: u32,
+    pub query_frames_matched: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_frames: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_frames_matched: Option<u64>,
+    pub timestamps_ms: Vec<u64>,
 }
 
 impl From<&Match> for MatchDetail {
@@ -298,6 +315,17 @@ impl From<&Match> for MatchDetail {
             threshold: m.threshold,
             transform: m.transform.map(str::to_string),
             classification: m.classification.clone(),
+            video: m.video.as_ref().map(|v| VideoDetail {
+                query_frames: v.query_frames,
+                query_frames_matched: v.query_frames_matched,
+                listed_frames: v.listed_frames,
+                listed_frames_matched: v.listed_frames_matched,
+                timestamps_ms: v
+                    .timestamps
+                    .iter()
+                    .map(|t| (t * 1000.0).round().max(0.0) as u64)
+                    .collect(),
+            }),
         }
     }
 }

@@ -63,6 +63,7 @@ pub enum Rpc {
     Scan,
     MatchHashes,
     ScanStream,
+    ScanUpload,
     CreateList,
     GetList,
     ListLists,
@@ -88,11 +89,12 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 26] = [
+    pub const ALL: [Rpc; 27] = [
         Rpc::HashImage,
         Rpc::Scan,
         Rpc::MatchHashes,
         Rpc::ScanStream,
+        Rpc::ScanUpload,
         Rpc::CreateList,
         Rpc::GetList,
         Rpc::ListLists,
@@ -121,7 +123,9 @@ impl Rpc {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Rpc::HashImage | Rpc::Scan | Rpc::MatchHashes | Rpc::ScanStream => &[Scanner],
+            Rpc::HashImage | Rpc::Scan | Rpc::MatchHashes | Rpc::ScanStream | Rpc::ScanUpload => {
+                &[Scanner]
+            }
             Rpc::CreateList
             | Rpc::ImportList
             | Rpc::RemoveEntries
@@ -150,6 +154,7 @@ impl Rpc {
             Rpc::Scan => "Scan",
             Rpc::MatchHashes => "MatchHashes",
             Rpc::ScanStream => "ScanStream",
+            Rpc::ScanUpload => "ScanUpload",
             Rpc::CreateList => "CreateList",
             Rpc::GetList => "GetList",
             Rpc::ListLists => "ListLists",

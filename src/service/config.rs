@@ -42,6 +42,12 @@ pub struct ServiceConfig {
     /// What Scan computes: hash types Baken can compute. Default pdq, md5, sha1, sha256.
     pub scan_algorithms: Vec<String>,
     pub limits: LimitsConfig,
+    /// Video limits (`[video]`: max_input_bytes, max_dimension, max_pixels,
+    /// max_duration_seconds, max_frames, max_decode_seconds, max_memory). The service's
+    /// default max_input_bytes is 256 MiB (a `ScanUpload` holds the whole video in memory).
+    pub video: crate::decode::video::VideoLimits,
+    /// vPDQ sampling: one frame every this many seconds (0: every frame). Default 1.
+    pub vpdq_seconds_per_hash: f64,
     pub matching: MatchingConfig,
     /// TLS (rustls). Absent: plaintext (allowed on loopback only).
     pub tls: Option<TlsConfig>,
@@ -244,6 +250,11 @@ impl Default for ServiceConfig {
             refresh_interval_ms: 1000,
             scan_algorithms: ["pdq", "md5", "sha1", "sha256"].map(String::from).to_vec(),
             limits: LimitsConfig::default(),
+            video: crate::decode::video::VideoLimits {
+                max_input_bytes: 256 << 20,
+                ..Default::default()
+            },
+            vpdq_seconds_per_hash: crate::hashing::vpdq::DEFAULT_SECONDS_PER_HASH,
             matching: MatchingConfig::default(),
             tls: None,
             auth: AuthConfig::default(),
@@ -457,6 +468,12 @@ impl ServiceConfig {
             )));
         }
         self.scan_hash_algorithms()?;
+        if !(self.vpdq_seconds_per_hash.is_finite() && self.vpdq_seconds_per_hash >= 0.0) {
+            return Err(ServeError::Config(
+                "vpdq_seconds_per_hash must be 0 (every frame) or a positive number of seconds"
+                    .into(),
+            ));
+        }
         self.validate_replication()?;
         // A replica's reports are made on the writer, with the writer's provider identity.
         if self.reports.enabled && self.replication.mode != ReplicationMode::Replica {

@@ -41,6 +41,7 @@ pub fn algorithm(v: i32) -> Result<Algorithm, Status> {
         Ok(A::Md5) => Algorithm::Md5,
         Ok(A::Sha1) => Algorithm::Sha1,
         Ok(A::Sha256) => Algorithm::Sha256,
+        Ok(A::Vpdq) => Algorithm::Vpdq,
         Ok(A::Unspecified) | Err(_) => {
             return Err(invalid("invalid", format!("unknown algorithm {v}")));
         }
@@ -67,6 +68,18 @@ pub fn hash_response(out: &HashOutput) -> pb::HashResponse {
         md5: out.md5.clone().unwrap_or_default(),
         sha1: out.sha1.clone().unwrap_or_default(),
         sha256: out.sha256.clone().unwrap_or_default(),
+        vpdq: out.vpdq.as_ref().map_or_else(Vec::new, |v| {
+            v.frames
+                .iter()
+                .map(|f| pb::VpdqFrame {
+                    frame: f.frame,
+                    quality: u32::from(f.quality),
+                    hash: f.hash.clone(),
+                    timestamp: f.timestamp,
+                })
+                .collect()
+        }),
+        vpdq_seconds_per_hash: out.vpdq.as_ref().map_or(0.0, |v| v.seconds_per_hash),
     }
 }
 
@@ -98,6 +111,10 @@ pub fn pb_match(m: &Match) -> pb::Match {
             query_match_percent: v.query_match_percent,
             compared_match_percent: v.compared_match_percent,
             timestamps: v.timestamps.clone(),
+            query_frames: v.query_frames,
+            query_frames_matched: v.query_frames_matched,
+            listed_frames: v.listed_frames,
+            listed_frames_matched: v.listed_frames_matched,
         }),
     }
 }
@@ -149,6 +166,21 @@ pub fn parse_hashes(
     for (i, h) in hashes.iter().enumerate() {
         let ty = HashType::new(&h.r#type)
             .map_err(|e| invalid("invalid_hash", format!("hashes[{i}]: {e}")))?;
+        if ty.as_str() == "vpdq" {
+            if out.vpdq.is_some() {
+                return Err(invalid(
+                    "invalid_hash",
+                    format!("hashes[{i}]: one vpdq hash (one video) per request"),
+                ));
+            }
+            let features = crate::hashing::vpdq::parse_any(&h.value)
+                .map_err(|e| invalid("invalid_hash", format!("hashes[{i}]: {e}")))?;
+            // The caller's sampling is not in either form; 0 stands for "not stated".
+            let v = crate::hashing::vpdq::VpdqOutput::new(0.0, &features);
+            q.extend(crate::engine::video_query(&v));
+            out.vpdq = Some(v);
+            continue;
+        }
         let value = ty
             .parse_value(&h.value)
             .map_err(|e| invalid("invalid_hash", format!("hashes[{i}]: {e}")))?;
@@ -261,6 +293,10 @@ pub fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
             query_match_percent: v.query_match_percent,
             compared_match_percent: v.compared_match_percent,
             timestamps: v.timestamps.clone(),
+            query_frames: v.query_frames,
+            query_frames_matched: v.query_frames_matched,
+            listed_frames: v.listed_frames,
+            listed_frames_matched: v.listed_frames_matched,
         }),
     })
 }

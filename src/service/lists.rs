@@ -99,9 +99,10 @@ fn format(v: i32) -> Result<Format, Status> {
         Ok(F::Stopncii) => Format::Stopncii,
         Ok(F::Ncmec) => Format::Ncmec,
         Ok(F::Vics) => Format::Vics,
+        Ok(F::Vpdq) => Format::Vpdq,
         Ok(F::Unspecified) | Err(_) => {
             return Err(invalid(
-                "header.format: give the list file's format (csv, tsv, threatexchange, stopncii, ncmec, vics)",
+                "header.format: give the list file's format (csv, tsv, threatexchange, stopncii, ncmec, vics, vpdq)",
             ));
         }
     })
@@ -358,6 +359,7 @@ impl pb::list_service_server::ListService for ListSvc {
             };
             let (tx, rx) = mpsc::channel::<Result<Vec<u8>, ()>>(8);
             let list = header.list;
+            let entry_id = (!header.entry_id.is_empty()).then_some(header.entry_id);
             let st2 = st.clone();
             let actor = who.name.clone();
             let importer = tokio::task::spawn_blocking(move || {
@@ -369,7 +371,15 @@ impl pb::list_service_server::ListService for ListSvc {
                         pos: 0,
                     },
                 );
-                let r = import::import(&st2.store, &list, fmt, reader, &source, &actor);
+                let r = import::import_as(
+                    &st2.store,
+                    &list,
+                    fmt,
+                    reader,
+                    &source,
+                    entry_id.as_deref(),
+                    &actor,
+                );
                 if r.is_ok() {
                     refresh(&st2);
                 }

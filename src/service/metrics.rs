@@ -27,6 +27,8 @@ pub struct RpcLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub outcome: String,
+    /// image, video, hashes (MatchHashes), unknown (the item failed before it was told).
+    pub media: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,7 +98,7 @@ impl Metrics {
         );
         registry.register(
             "scans",
-            "Scanned items (images and hash sets) by outcome: match, no_match, suppressed, error",
+            "Scanned items by outcome (match, no_match, suppressed, error) and media (image, video, hashes, unknown)",
             scans.clone(),
         );
         registry.register("matches", "Matches by list and hash type", matches.clone());
@@ -148,10 +150,11 @@ impl Metrics {
         self.errors.get_or_create(&Kind { kind: kind.into() }).inc();
     }
 
-    pub fn scan(&self, outcome: &str) {
+    pub fn scan(&self, outcome: &str, media: &str) {
         self.scans
             .get_or_create(&Outcome {
                 outcome: outcome.into(),
+                media: media.into(),
             })
             .inc();
     }

@@ -296,7 +296,10 @@ pub async fn start(
             .map_err(|e| ServeError::Transport(e.to_string()))??
     };
     let matcher = Arc::new(matcher);
-    let engine = Arc::new(Engine::new(matcher.clone(), config.decode_limits()));
+    let engine = Arc::new(
+        Engine::new(matcher.clone(), config.decode_limits())
+            .with_video(config.video, config.vpdq_seconds_per_hash),
+    );
     let refresher = Matcher::start_refresher(
         &matcher,
         Duration::from_millis(config.refresh_interval_ms.max(50)),

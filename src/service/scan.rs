@@ -45,7 +45,14 @@ impl ScanSvc {
         who: &Identity,
     ) -> Result<(Outcome, String, String, String), Status> {
         let st = &self.state;
-        st.metrics.scan(m.verdict().as_str());
+        let media = if m.hashes.video.is_some() {
+            "video"
+        } else if m.hashes.image.is_some() {
+            "image"
+        } else {
+            "hashes"
+        };
+        st.metrics.scan(m.verdict().as_str(), media);
         if m.is_match() {
             for x in &m.result.matches {
                 st.metrics.matched(&x.list, x.hash_type.as_str());
@@ -104,10 +111,14 @@ impl ScanSvc {
     ) -> Result<pb::ScanResponse, Status> {
         let st = self.state.clone();
         let mode = pdq_mode(req.pdq_mode)?;
-        let algos = st
+        let mut algos = st
             .config
             .scan_hash_algorithms()
             .map_err(|e| Status::internal(e.to_string()))?;
+        // A video's frames match the PDQ lists (and vPDQ lists); images are unaffected.
+        if algos.contains(&Algorithm::Pdq) {
+            algos.push(Algorithm::Vpdq);
+        }
         let hasher = st.engine.hasher(algos, mode, false);
         let pb::ScanRequest {
             image,
@@ -128,7 +139,7 @@ impl ScanSvc {
                 // Counted as failed: the item's own fault, not a storage fault of ours.
                 if matches!(&e, EngineError::Decode(d) if !matches!(d, DecodeError::Io(_))) {
                     st.tally.failed();
-                    st.metrics.scan("error");
+                    st.metrics.scan("error", "unknown");
                 }
                 return Err(engine_status(&e));
             }
@@ -262,6 +273,49 @@ impl pb::scan_service_server::ScanService for ScanSvc {
         }
         .await;
         self.state.finish(Rpc::MatchHashes, t0, &r);
+        r.map(Response::new)
+    }
+
+    async fn scan_upload(
+        &self,
+        req: Request<Streaming<pb::ScanRequest>>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let t0 = Instant::now();
+        let r = async {
+            let who = self.state.auth.check(&req, Rpc::ScanUpload)?;
+            let deadline = Deadline::from_metadata(req.metadata());
+            // Admitted before the bytes arrive: the in-flight limit bounds the memory uploads
+            // hold, not only the CPU they use.
+            let permit = self.state.admission.try_admit(Rpc::ScanUpload.name())?;
+            let mut inbound = req.into_inner();
+            let limit = self.state.config.video.max_input_bytes;
+            let mut item: Option<pb::ScanRequest> = None;
+            while let Some(msg) = inbound.message().await? {
+                deadline.check("while the upload was being received")?;
+                let size = match item.as_mut() {
+                    None => {
+                        let n = msg.image.len();
+                        item = Some(msg);
+                        n
+                    }
+                    Some(it) => {
+                        it.image.extend_from_slice(&msg.image);
+                        it.image.len()
+                    }
+                };
+                if size as u64 > limit {
+                    return Err(status_with_kind(
+                        Code::ResourceExhausted,
+                        "too_large",
+                        format!("the upload is over the video limit of {limit} bytes"),
+                    ));
+                }
+            }
+            let item = item.ok_or_else(|| invalid("invalid", "the upload stream was empty"))?;
+            self.scan_item(item, &who, deadline, permit).await
+        }
+        .await;
+        self.state.finish(Rpc::ScanUpload, t0, &r);
         r.map(Response::new)
     }
 

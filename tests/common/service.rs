@@ -60,6 +60,7 @@ pub async fn import_csv(
             list: list.into(),
             format: pb::ListFormat::Csv as i32,
             source: "test.csv".into(),
+            entry_id: String::new(),
         })),
     }];
     // Split the file across several messages, as a client streaming a large file would.
