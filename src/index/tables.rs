@@ -188,6 +188,16 @@ impl VideoTable {
         }
     }
 
+    /// The video number of frame row `i`.
+    pub fn video_of(&self, i: usize) -> u32 {
+        self.video_of[i]
+    }
+
+    /// Frame rows of video number `n`.
+    pub fn frames_per(&self, n: u32) -> u32 {
+        self.frames_per.get(n as usize).copied().unwrap_or(0)
+    }
+
     /// Distinct videos.
     pub fn videos(&self) -> usize {
         self.ids.len()
