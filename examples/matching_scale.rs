@@ -24,25 +24,6 @@ use baken::store::{HashType, NewList, Store};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-fn random_hash(rng: &mut common::XorShift) -> [u8; 32] {
-    let mut h = [0u8; 32];
-    for c in h.chunks_mut(8) {
-        c.copy_from_slice(&rng.next().to_le_bytes());
-    }
-    h
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut n, mut nq, mut with_store, mut dump) = (1_000_000usize, 300usize, false, None);
@@ -56,10 +37,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut rng = common::XorShift(0x9E37_79B9_7F4A_7C15);
-    let entries: Vec<[u8; 32]> = (0..n).map(|_| random_hash(&mut rng)).collect();
+    let entries: Vec<[u8; 32]> = (0..n).map(|_| common::random_hash32(&mut rng)).collect();
     let queries: Vec<Vec<[u8; 32]>> = (0..nq)
         .map(|i| {
-            let mut v: Vec<[u8; 32]> = (0..8).map(|_| random_hash(&mut rng)).collect();
+            let mut v: Vec<[u8; 32]> = (0..8).map(|_| common::random_hash32(&mut rng)).collect();
             if i % 3 == 0 {
                 let mut near = entries[(rng.next() as usize) % n];
                 for _ in 0..(rng.next() % 40) {
@@ -88,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     // Both search structures over the same hashes and queries; they must agree hit for hit.
     let mut results: Vec<Vec<scan::Hit>> = Vec::new();
     for kind in [IndexKind::Scan, IndexKind::MultiIndex] {
-        let rss0 = rss_mb();
+        let rss0 = common::rss_mb();
         let t = Instant::now();
         let index = BitIndex::build(kind, 32, &rows);
         let build_s = t.elapsed().as_secs_f64();
@@ -106,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         out[index.kind_name()] = serde_json::json!({
             "index_build_s": build_s,
             "index_mb": index.memory_bytes() as f64 / 1e6,
-            "rss_growth_mb": rss_mb() - rss0,
+            "rss_growth_mb": common::rss_mb() - rss0,
             "queries_per_s": nq as f64 / search_s,
             "ms_per_query": search_s * 1000.0 / nq as f64,
         });
@@ -169,10 +150,10 @@ fn main() -> anyhow::Result<()> {
         drop(store);
         let t = Instant::now();
         let store = Arc::new(Store::open(dir.path())?);
-        let rss1 = rss_mb();
+        let rss1 = common::rss_mb();
         let matcher = Matcher::open(store, MatchConfig::default())?; // auto: multi-index
         let cold_s = t.elapsed().as_secs_f64();
-        let rss_index = rss_mb() - rss1;
+        let rss_index = common::rss_mb() - rss1;
         let ty = HashType::new("pdq")?;
         let t = Instant::now();
         let mut found = 0;

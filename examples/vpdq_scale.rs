@@ -21,25 +21,6 @@ use baken::store::HashType;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-fn random_hash(rng: &mut common::XorShift) -> [u8; 32] {
-    let mut h = [0u8; 32];
-    for c in h.chunks_mut(8) {
-        c.copy_from_slice(&rng.next().to_le_bytes());
-    }
-    h
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut videos, mut frames, mut nq) = (10_000usize, 30usize, 100usize);
@@ -52,13 +33,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut rng = common::XorShift(0x5DEE_CE66_D1CE_4E5B);
-    let rss0 = rss_mb();
+    let rss0 = common::rss_mb();
     // Packed rows as the store hands them to the index: 8 words, frame then video id.
     let mut rows: Vec<u64> = Vec::with_capacity(videos * frames * 8);
     let mut listed: Vec<Vec<[u8; 32]>> = Vec::new();
     for v in 0..videos {
-        let id = random_hash(&mut rng);
-        let fs: Vec<[u8; 32]> = (0..frames).map(|_| random_hash(&mut rng)).collect();
+        let id = common::random_hash32(&mut rng);
+        let fs: Vec<[u8; 32]> = (0..frames)
+            .map(|_| common::random_hash32(&mut rng))
+            .collect();
         for f in &fs {
             rows.extend(pack(f, 4));
             rows.extend(pack(&id, 4));
@@ -83,7 +66,12 @@ fn main() -> anyhow::Result<()> {
                     .collect();
                 (Some(i / 2), fs)
             } else {
-                (None, (0..frames).map(|_| random_hash(&mut rng)).collect())
+                (
+                    None,
+                    (0..frames)
+                        .map(|_| common::random_hash32(&mut rng))
+                        .collect(),
+                )
             }
         })
         .collect();
@@ -93,11 +81,11 @@ fn main() -> anyhow::Result<()> {
         "query_videos": nq, "cpu_avx512": cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx512vpopcntdq"),
     });
     for kind in [IndexKind::Scan, IndexKind::MultiIndex] {
-        let r0 = rss_mb();
+        let r0 = common::rss_mb();
         let t = Instant::now();
         let idx = BitIndex::build_for(&ty, kind, 64, &rows);
         let build = t.elapsed().as_secs_f64();
-        let ram = rss_mb() - r0;
+        let ram = common::rss_mb() - r0;
         let table = idx
             .video()
             .ok_or_else(|| anyhow::anyhow!("not a video table"))?;
@@ -146,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         });
         drop(idx);
     }
-    out["rss_rows_mb"] = serde_json::json!(rss_mb() - rss0);
+    out["rss_rows_mb"] = serde_json::json!(common::rss_mb() - rss0);
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

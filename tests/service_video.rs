@@ -9,7 +9,7 @@ use baken::decode::video::VideoLimits;
 use baken::hashing::vpdq;
 use baken::service::pb;
 use common::service::{authed, channel, create_list, import_csv, kind, metrics_text, start};
-use common::video::slideshow;
+use common::video::{slide_pdq, slideshow};
 use pb::list_service_client::ListServiceClient;
 use pb::report_service_client::ReportServiceClient;
 use pb::scan_service_client::ScanServiceClient;
@@ -59,13 +59,7 @@ async fn videos_upload_in_chunks_and_match_as_hashes_only() {
         .into_inner();
     assert_eq!(r.counts.unwrap().added, frames.len() as u64);
     // An image list holding the still shown from second 5.
-    let still = common::generated_png(320, 240, 11 * 100 + 5);
-    let pdq = baken::hashing::Hasher::new(Default::default())
-        .hash_bytes(&still)
-        .unwrap()
-        .pdq
-        .unwrap()
-        .hash;
+    let pdq = slide_pdq(11, 5);
     create_list(&mut lists, "images", None).await;
     import_csv(
         &mut lists,

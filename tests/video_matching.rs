@@ -16,7 +16,7 @@ use baken::hashing::{PdqMode, exact};
 use baken::index::{IndexKind, Match, MatchConfig, Matcher};
 use baken::store::import::{self, Format};
 use baken::store::{NewList, Store, VideoRule};
-use common::video::{ffmpeg, slideshow, write};
+use common::video::{ffmpeg, slide_pdq, slideshow, write};
 
 /// (case, bytes, must match on `videos`, must match on `strict`; `None`: whatever the rule says)
 type Case = (&'static str, Vec<u8>, Option<bool>, Option<bool>);
@@ -221,13 +221,7 @@ fn a_frame_matches_an_image_list_and_the_file_an_exact_list() {
             .unwrap();
     }
     // The still shown from second 3 to 4, hashed as an image (not from the video).
-    let still = common::generated_png(320, 240, 2 * 100 + 3);
-    let pdq = baken::hashing::Hasher::new(Default::default())
-        .hash_bytes(&still)
-        .unwrap()
-        .pdq
-        .unwrap()
-        .hash;
+    let pdq = slide_pdq(2, 3);
     let csv = format!(
         "pdq,{pdq},A1,still-3\nmd5,{},A1,file-1\n",
         exact::md5_hex(&video)

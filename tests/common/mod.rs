@@ -362,3 +362,24 @@ pub fn pdq_md5_csv(hashed: &serde_json::Value, classification: &str, id: &str) -
         hashed["md5"].as_str().unwrap()
     )
 }
+
+/// 32 random bytes (a random PDQ hash) from `rng`.
+pub fn random_hash32(rng: &mut XorShift) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for c in h.chunks_mut(8) {
+        c.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    h
+}
+
+/// This process's resident memory, MB (for the examples' sizing figures).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -76,11 +76,7 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
 pub fn slideshow(seed: u64, seconds: u32, vf: &str, codec: &[&str], out: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..seconds {
-        write(
-            dir.path(),
-            &format!("{i:02}.png"),
-            &super::generated_png(320, 240, seed * 100 + u64::from(i)),
-        );
+        write(dir.path(), &format!("{i:02}.png"), &slide(seed, i));
     }
     let pattern = dir.path().join("%02d.png");
     let pattern = pattern.to_string_lossy();
@@ -92,4 +88,19 @@ pub fn slideshow(seed: u64, seconds: u32, vf: &str, codec: &[&str], out: &str) -
     let mut args = vec!["-framerate", "1", "-i", &pattern, "-vf", &filter];
     args.extend_from_slice(codec);
     ffmpeg(&args, out)
+}
+
+/// The image `slideshow(seed, …)` shows from second `i`, as a PNG.
+pub fn slide(seed: u64, i: u32) -> Vec<u8> {
+    super::generated_png(320, 240, seed * 100 + u64::from(i))
+}
+
+/// The PDQ (hex) of that image, hashed as an image.
+pub fn slide_pdq(seed: u64, i: u32) -> String {
+    baken::hashing::Hasher::new(Default::default())
+        .hash_bytes(&slide(seed, i))
+        .unwrap()
+        .pdq
+        .unwrap()
+        .hash
 }
