@@ -6,7 +6,7 @@ bench/benchmarks.md.in, with CSV files and plots under bench/results/.
 
 bench/run installs the peers (bench/setup), builds the release binaries and calls this script
 with the venv's python. Stages (in order): hashing, scaling, matching, store, scan, service,
-robustness. Each stage runs Baken and, where there is one, its peer in the same run, writes a
+video, robustness. Each stage runs Baken and, where there is one, its peer in the same run, writes a
 CSV (and plots) under the results directory and returns Markdown plus named values that the
 template quotes. Every figure in the generated document comes from this run; the commands that
 produced it are listed with it.
@@ -26,9 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CORPUS = os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus"))
 TEMPLATE = os.path.join(BENCH, "benchmarks.md.in")
-STAGES = ["hashing", "scaling", "matching", "store", "scan", "service", "robustness"]
+STAGES = ["hashing", "scaling", "matching", "store", "scan", "service", "video", "robustness"]
 # Binaries the suite runs, relative to the cargo target's release directory.
-BINARIES = ["baken", "examples/throughput", "examples/matching_scale", "examples/service_load"]
+BINARIES = ["baken", "examples/throughput", "examples/matching_scale", "examples/service_load",
+            "examples/vpdq_scale"]
 # Built and set aside when their source is in the checkout: bench/robustness.py's distractor
 # generator lands from its own branch.
 OPTIONAL_BINARIES = ["examples/distractors"]
@@ -610,7 +611,170 @@ def stage_service(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 7: robustness (bench/robustness.py, written separately; run when present).
+# Stage 7: video — vPDQ hashing frames/s against Meta's vpdq-hash-video, and vPDQ matching.
+
+# (name, lavfi source, encoder args, extension); --quick cuts each to 2 s.
+VIDEOS = [
+    ("1080p H.264 30 fps", "testsrc2=size=1920x1080:rate=30", 20,
+     ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"], "mp4"),
+    ("720p VP9 25 fps", "testsrc2=size=1280x720:rate=25", 20,
+     ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "2M"], "webm"),
+    ("480p H.264 30 fps", "testsrc2=size=854x480:rate=30", 30,
+     ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"], "mp4"),
+]
+
+
+def vpdq_reference(ctx):
+    ref = ctx.args.vpdq_reference or os.environ.get("BAKEN_VPDQ_REFERENCE")
+    return ref if ref and os.access(ref, os.X_OK) else None
+
+
+def timed(ctx, cmd, passes):
+    """Median wall seconds of `cmd` pinned to one core; the last run's stdout."""
+    walls, out = [], ""
+    for _ in range(passes):
+        t = time.perf_counter()
+        out = ctx.run(ctx.pinned(cmd)).stdout
+        walls.append(time.perf_counter() - t)
+    return statistics.median(walls), out
+
+
+def stage_video(ctx):
+    if not shutil.which("ffmpeg"):
+        raise Skip("ffmpeg is not installed (scripts/setup installs it)")
+    ref = vpdq_reference(ctx)
+    work = tempfile.mkdtemp(dir=ctx.tmp, prefix="video-")
+    files = []
+    for name, src, secs, enc, ext in VIDEOS:
+        secs = 2 if ctx.quick else secs
+        path = os.path.join(work, re.sub(r"\W+", "-", name).strip("-").lower() + "." + ext)
+        ctx.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                 f"{src}:duration={secs}"] + enc + [path])
+        files.append((f"{name}, {secs} s (generated)", [path]))
+    samples = ctx.args.vpdq_samples
+    if samples and os.path.isdir(samples):
+        vids = sorted(os.path.join(samples, f) for f in os.listdir(samples) if f.endswith(".mp4"))
+        vids = vids[:2] if ctx.quick else vids
+        files.append((f"Meta's sample videos (ThreatExchange `tmk/sample-videos`, {len(vids)} MP4 files)", vids))
+    passes = ctx.passes
+    rows = []
+    for label, paths in files:
+        for sph in (1.0, 0.0):
+            row = {"video": label, "files": len(paths), "seconds_per_hash": sph}
+            frames = hashes = 0
+            bw = mw = 0.0
+            mhashes = 0
+            for path in paths:
+                w, out = timed(ctx, [ctx.bin("baken"), "hash", "--algo", "vpdq", "--seconds-per-hash", str(sph),
+                                     "--max-bytes", str(1 << 30), path], passes)
+                v = json.loads(out.strip().splitlines()[-1])
+                bw += w
+                hashes += len(v["vpdq"]["frames"])
+                frames += v["video"]["frames_decoded"]
+                if ref:
+                    txt = os.path.join(work, "meta.txt")
+                    w, _ = timed(ctx, [ref, "-i", path, "-o", txt, "-r", str(sph), "-t", "1"], passes)
+                    mw += w
+                    with open(txt) as f:
+                        mhashes += sum(1 for line in f if line.strip())
+            row.update(frames=frames, baken_hashes=hashes, baken_s=round(bw, 3),
+                       baken_fps=round(frames / bw, 1) if frames else None)
+            if ref:
+                row.update(meta_hashes=mhashes, meta_s=round(mw, 3), meta_fps=round(frames / mw, 1) if frames else None)
+            rows.append(row)
+            print(f"  vpdq {label} S={sph:g}: Baken {row.get('baken_fps')} frames/s, Meta {row.get('meta_fps')}",
+                  file=sys.stderr)
+    ctx.write_csv("video_hashing.csv", rows)
+
+    # vPDQ matching at 10k (and, unless --quick, 1M) listed videos of 30 frames.
+    scale = []
+    for videos, queries in ([(10_000, 50)] if ctx.quick else [(10_000, 200), (1_000_000, 20)]):
+        m = json.loads(ctx.run(ctx.pinned([ctx.bin("examples/vpdq_scale"), "--videos", str(videos), "--frames", "30",
+                                           "--queries", str(queries)])).stdout)
+        for kind in ("scan", "mih"):
+            k = m[kind]
+            scale.append({"videos": videos, "frames": videos * 30, "queries": queries, "index": kind,
+                          "build_s": round(k["build_s"], 2), "index_mb": round(k["index_mb"], 1),
+                          "query_videos_per_s": round(k["query_videos_per_s"], 1),
+                          "query_frames_per_s": round(k["query_frames_per_s"], 0)})
+        print(f"  vpdq matching {videos:,} videos: mih {m['mih']['query_videos_per_s']:.1f} videos/s", file=sys.stderr)
+    ctx.write_csv("video_matching.csv", scale)
+
+    # Peak RSS of the whole `baken hash` process on a 4K stream (16 reference frames: the worst
+    # case the memory limit assumes) and on one short and one 2-hour stream of the same kind.
+    mem = []
+    long_secs = 600 if ctx.quick else 7200
+    for label, src, enc in [
+        ("4K UHD H.264, 16 reference frames, 2 s", "testsrc2=size=3840x2160:rate=30:duration=2",
+         ["-c:v", "libx264", "-preset", "ultrafast", "-refs", "16", "-pix_fmt", "yuv420p"]),
+        ("320×180 H.264 5 fps, 1 min", "testsrc2=size=320x180:rate=5:duration=60",
+         ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]),
+        (f"320×180 H.264 5 fps, {long_secs // 60} min", f"testsrc2=size=320x180:rate=5:duration={long_secs}",
+         ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]),
+    ]:
+        path = os.path.join(work, f"mem-{len(mem)}.mp4")
+        ctx.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", src] + enc + [path])
+        wall, rss, _ = time_v(ctx, ["/usr/bin/time", "-v", ctx.bin("baken"), "hash", "--algo", "vpdq", "--max-bytes",
+                                    str(1 << 30), path], cwd=work)
+        mem.append({"video": label, "file_mb": round(os.path.getsize(path) / 1e6, 1), "wall_s": round(wall, 2),
+                    "max_rss_mb": round(rss, 1) if rss else None})
+        print(f"  vpdq memory {label}: {rss:.0f} MB", file=sys.stderr)
+    ctx.write_csv("video_memory.csv", mem)
+    shutil.rmtree(work, ignore_errors=True)
+
+    r = Result()
+    head = ["video", "sampling", "frames", "Baken frames/s", "Baken s"]
+    if ref:
+        head += ["Meta frames/s", "Meta s", "Baken ÷ Meta", "hashes Baken / Meta"]
+    t1 = []
+    for x in rows:
+        line = [x["video"], "1 fps" if x["seconds_per_hash"] else "every frame", f"{x['frames']:,}",
+                f"**{fmt(x['baken_fps'])}**", fmt(x["baken_s"], 2)]
+        if ref:
+            line += [fmt(x["meta_fps"]), fmt(x["meta_s"], 2), f"**{ratio(x['baken_fps'], x['meta_fps'])}**",
+                     f"{x['baken_hashes']:,} / {x['meta_hashes']:,}"]
+        t1.append(line)
+    t2 = [[f"{x['videos']:,} ({x['frames']:,})", x["index"], f"{x['build_s']:.2f} s", f"{x['index_mb']:,.0f} MB",
+           f"**{fmt(x['query_videos_per_s'])}**", fmt(x["query_frames_per_s"])] for x in scale]
+    peer = ("Meta's `vpdq-hash-video` (built from the ThreatExchange sources against the same system FFmpeg"
+            f" libraries, `-t 1`; `{ref}`)" if ref else
+            "Meta's `vpdq-hash-video` was **not given** (`--vpdq-reference PATH` or `BAKEN_VPDQ_REFERENCE`), so it has"
+            " no column in this run")
+    r.markdown = "\n\n".join([
+        f"Whole commands, one core each (`taskset`), median of {passes} pass{'es' if passes > 1 else ''} per file: Baken's `baken hash --algo vpdq"
+        f" --seconds-per-hash S` and {peer}, `-r S`, on the same files back to back. Frames/s counts decoded frames"
+        " (both decode every frame; at 1 fps only every `int(fps)`-th is converted to RGB and hashed), process start"
+        " and file reading included.",
+        md_table(head, t1),
+        "vPDQ matching (`examples/vpdq_scale`: the index the matcher builds for a `vpdq` list, one row per listed frame,"
+        " 30 random frames per listed video; half the query videos are a listed video with every frame moved by 8 random"
+        " bits, half unrelated, and the example fails on any wrong answer; one thread; metadata reads not included):",
+        md_table(["listed videos (frames)", "index", "build", "index RAM", "query videos/s", "query frames/s"], t2),
+        "Memory: peak RSS of the whole `baken hash --algo vpdq` process (`/usr/bin/time -v`), which holds the"
+        " input file in memory (its size is in the table). Frames are dropped after hashing, so the long stream"
+        " must need no more than the short one; the 4K decoder stays within the estimate the `max_memory` limit"
+        f" is checked against ({3840 * 2160 * 57 / 1e6:.0f} MB for 4K UHD). `tests/video_memory.rs` asserts both.",
+        md_table(["video", "file", "max RSS", "wall"],
+                 [[x["video"], f"{x['file_mb']:.1f} MB", f"**{x['max_rss_mb']:.0f} MB**", f"{x['wall_s']:.1f} s"] for x in mem]),
+    ])
+    by = {(x["video"], x["seconds_per_hash"]): x for x in rows}
+    first = VIDEOS[0][0]
+    k1 = next((v for (lab, s), v in by.items() if lab.startswith(first) and s == 1.0), None)
+    k0 = next((v for (lab, s), v in by.items() if lab.startswith(first) and s == 0.0), None)
+    if k1 and k0:
+        r.values.update({"fps_1080_1": fmt(k1["baken_fps"]), "fps_1080_0": fmt(k0["baken_fps"]),
+                         "ratio_1080_1": ratio(k1["baken_fps"], k1.get("meta_fps")),
+                         "ratio_1080_0": ratio(k0["baken_fps"], k0.get("meta_fps"))})
+    big = [x for x in scale if x["index"] == "mih"][-1]
+    r.values.update({"match_videos": f"{big['videos']:,}", "match_vps": fmt(big["query_videos_per_s"]),
+                     "match_ms": f"{1000 / big['query_videos_per_s']:.0f} ms",
+                     "rss_4k": f"{mem[0]['max_rss_mb']:.0f} MB", "rss_short": f"{mem[1]['max_rss_mb']:.0f} MB",
+                     "rss_long": f"{mem[2]['max_rss_mb']:.0f} MB"})
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 8: robustness (bench/robustness.py, written separately; run when present).
 
 def stage_robustness(ctx):
     script = os.path.join(BENCH, "robustness.py")
@@ -738,6 +902,10 @@ def main():
                     help="cargo target directory holding the release binaries")
     ap.add_argument("--bin-dir", help="release binaries already set aside for this run (bench/run does that);"
                     " default: hard links to --target's, made at start")
+    ap.add_argument("--vpdq-reference", help="Meta's vpdq-hash-video for the video stage (default:"
+                    " $BAKEN_VPDQ_REFERENCE; built as bench/vpdq_conformance.py says; absent: Baken alone)")
+    ap.add_argument("--vpdq-samples", help="a folder of Meta's sample videos (ThreatExchange tmk/sample-videos)"
+                    " hashed in the video stage besides the generated ones")
     ap.add_argument("--out", help="document to write (default docs/benchmarks.md; --quick: under bench/results/quick)")
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]

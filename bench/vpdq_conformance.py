@@ -9,7 +9,14 @@ frame numbers, timestamps (as Meta writes them, 3 decimals), and the Hamming dis
 hashes of frames where both qualities are >= 50.
 
     bench/vpdq_conformance.py --reference /tmp/scratch/vpdq-hash-video \
-        --baken target/release/baken [--markdown]
+        --baken target/release/baken [--markdown] \
+        [--samples ThreatExchange/tmk/sample-videos] [--published ThreatExchange/vpdq/sample-hashes]
+
+Public samples: `--samples` adds the MP4 files of a folder (Meta's own test videos in the
+ThreatExchange repository, `tmk/sample-videos`) to the generated ones, hashed by both; with
+`--published`, Baken's hashes of those files are also compared with the hashes Meta committed
+for them (`vpdq/sample-hashes/<name>.txt`, every frame at full resolution, made by Meta with
+whatever FFmpeg they had then). Neither folder is ours to commit: point at a checkout.
 
 Building the reference (g++, no CMake; from a ThreatExchange checkout's vpdq/cpp):
     g++ -std=c++14 -O3 -DNDEBUG -I. -o vpdq-hash-video apps/vpdq-hash-video.cpp \
@@ -78,6 +85,34 @@ def meta(ref, path, tmp):
     return rows
 
 
+def published(path):
+    """Meta's committed sample hashes: `frame,quality,hash,timestamp` per line."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                n, q, h, t = line.strip().split(",")[:4]
+                rows.append((int(n), int(q), int(h, 16), t))
+    return rows
+
+
+def compare(name, m, b):
+    both = [(x, y) for x, y in zip(m, b) if x[1] >= 50 and y[1] >= 50]
+    dist = [bin(x[2] ^ y[2]).count("1") for x, y in both]
+    return {
+        "case": name,
+        "frames_meta": len(m),
+        "frames_baken": len(b),
+        "numbers_and_timestamps_equal": len(m) == len(b) and all(
+            x[0] == y[0] and x[3] == y[3] for x, y in zip(m, b)),
+        "quality_equal": sum(x[1] == y[1] for x, y in zip(m, b)),
+        "compared": len(both),
+        "identical": sum(d == 0 for d in dist),
+        "within_8": sum(d <= 8 for d in dist),
+        "max_distance": max(dist) if dist else 0,
+    }
+
+
 def baken(bin_, path):
     o = subprocess.run([bin_, "hash", "--algo", "vpdq", "--seconds-per-hash", "0", path],
                        check=True, capture_output=True, text=True)
@@ -91,26 +126,22 @@ def main():
     ap.add_argument("--reference", required=True)
     ap.add_argument("--baken", required=True)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--samples", help="folder of public sample videos (*.mp4) hashed by both")
+    ap.add_argument("--published", help="folder of Meta's committed hashes of those samples")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
             path = make(tmp, *case)
-            m, b = meta(a.reference, path, tmp), baken(a.baken, path)
-            both = [(x, y) for x, y in zip(m, b) if x[1] >= 50 and y[1] >= 50]
-            dist = [bin(x[2] ^ y[2]).count("1") for x, y in both]
-            rows.append({
-                "case": case[0],
-                "frames_meta": len(m),
-                "frames_baken": len(b),
-                "numbers_and_timestamps_equal": all(
-                    x[0] == y[0] and x[3] == y[3] for x, y in zip(m, b)),
-                "quality_equal": sum(x[1] == y[1] for x, y in zip(m, b)),
-                "compared": len(both),
-                "identical": sum(d == 0 for d in dist),
-                "within_8": sum(d <= 8 for d in dist),
-                "max_distance": max(dist) if dist else 0,
-            })
+            rows.append(compare(case[0], meta(a.reference, path, tmp), baken(a.baken, path)))
+        samples = sorted(f for f in os.listdir(a.samples) if f.endswith(".mp4")) if a.samples else []
+        for f in samples:
+            path = os.path.join(a.samples, f)
+            b = baken(a.baken, path)
+            rows.append(compare(f"sample {f}: Meta's CLI here", meta(a.reference, path, tmp), b))
+            pub = os.path.join(a.published or "", f[:-4] + ".txt")
+            if a.published and os.path.exists(pub):
+                rows.append(compare(f"sample {f}: Meta's committed hashes", published(pub), b))
     if a.markdown:
         print("| video | frames (Meta / Baken) | numbers + timestamps equal | quality equal "
               "| frames compared (both q ≥ 50) | identical | ≤ 8 bits | max distance |")

@@ -159,6 +159,17 @@ pub enum VpdqError {
     Signal(String),
 }
 
+/// A malformed field as an error message shows it: quoted, and cut short, since a list file's
+/// "field" may be a megabyte of anything and an error must stay a line a person can read.
+fn shown(field: &str) -> String {
+    const MAX: usize = 24;
+    let field = field.trim();
+    match field.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &field[..cut]),
+        None => format!("{field:?}"),
+    }
+}
+
 fn feature(
     hash: &str,
     quality: &str,
@@ -171,13 +182,13 @@ fn feature(
         .parse()
         .ok()
         .filter(|q| *q <= 100)
-        .ok_or_else(|| format!("quality {:?} is not a number from 0 to 100", quality.trim()))?;
+        .ok_or_else(|| format!("quality {} is not a number from 0 to 100", shown(quality)))?;
     let timestamp: f64 = timestamp
         .trim()
         .parse()
         .ok()
         .filter(|t: &f64| t.is_finite() && *t >= 0.0)
-        .ok_or_else(|| format!("timestamp {:?} is not a time in seconds", timestamp.trim()))?;
+        .ok_or_else(|| format!("timestamp {} is not a time in seconds", shown(timestamp)))?;
     Ok(VpdqFeature {
         frame_number,
         quality,
@@ -209,7 +220,7 @@ pub fn parse_meta(text: &str) -> Result<Vec<VpdqFeature>, VpdqError> {
         let frame: u64 = frame
             .trim()
             .parse()
-            .map_err(|_| err(format!("frame number {:?} is not a number", frame.trim())))?;
+            .map_err(|_| err(format!("frame number {} is not a number", shown(frame))))?;
         out.push(feature(hash, quality, timestamp, frame).map_err(err)?);
     }
     Ok(out)
@@ -511,6 +522,12 @@ mod tests {
         assert!(parse_signal("{\"a\": 1}").is_err());
         let e = parse_signal(&format!("[\"{},100\"]", h(1).to_hex())).unwrap_err();
         assert!(e.to_string().contains("item 0"), "{e}");
+        // A huge malformed field is named, not echoed whole.
+        let junk = "9".repeat(100_000);
+        let e = parse_meta(&format!("{good}\n1,{junk},{},1.0\n", h(1).to_hex())).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, VpdqError::Line { line: 2, .. }), "{msg}");
+        assert!(msg.contains("quality \"999") && msg.len() < 120, "{msg}");
     }
 
     #[test]
