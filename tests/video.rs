@@ -340,6 +340,74 @@ fn hostile_videos_get_typed_errors() {
     }
 }
 
+/// The size of the first `avc1` sample entry of an MP4 rewritten to `w`×`h` (what a hostile
+/// header can claim; the H.264 stream inside still says 64×64).
+fn with_header_size(mp4: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let find = |from: usize, tag: &[u8]| {
+        mp4[from..]
+            .windows(tag.len())
+            .position(|x| x == tag)
+            .map(|p| p + from)
+    };
+    let stsd = find(0, b"stsd").expect("stsd box");
+    let avc1 = find(stsd, b"avc1").expect("avc1 sample entry");
+    // VisualSampleEntry: reserved(6) data_reference_index(2) pre_defined(2) reserved(2)
+    // pre_defined(12), then width and height.
+    let at = avc1 + 4 + 24;
+    let mut out = mp4.to_vec();
+    out[at..at + 2].copy_from_slice(&w.to_be_bytes());
+    out[at + 2..at + 4].copy_from_slice(&h.to_be_bytes());
+    out
+}
+
+/// With the default limits (what a caller gets without configuring anything): frames too big
+/// to be an upload's — a few kB of H.264 that would decode to 16-megapixel or 9000-wide
+/// frames — and headers claiming absurd or zero sizes are refused before any frame is decoded.
+#[test]
+fn absurd_zero_and_bomb_sizes_are_refused_by_default() {
+    let l = VideoLimits::default();
+    let black = |size: &str, name: &str| {
+        let src = format!("color=black:size={size}:rate=25:duration=0.2");
+        ffmpeg(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &src,
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ],
+            name,
+        )
+    };
+    let bomb = black("4096x4096", "bomb.mp4");
+    assert!(bomb.len() < 200_000, "{} bytes", bomb.len());
+    assert_eq!(err_kind(hash_video(&bomb, &l, 0.0)), "dimensions_too_large");
+    let wide = black("9000x16", "wide.mp4");
+    assert_eq!(err_kind(hash_video(&wide, &l, 0.0)), "dimensions_too_large");
+
+    // A container header that lies about the size (65535² or 0×0 over a 64×64 stream) is not
+    // what the limits trust: the decoder's size is, and the frames hash as they really are.
+    let small = testsrc("64x64", 25, 1.0, H264, "s.mp4");
+    let (_, truth) = hash_video(&small, &l, 0.0).unwrap();
+    assert_eq!(truth.len(), 25);
+    for (w, h) in [(65535, 65535), (0, 0)] {
+        let lying = with_header_size(&small, w, h);
+        assert_ne!(lying, small);
+        match hash_video(&lying, &l, 0.0) {
+            Ok((info, frames)) => {
+                assert_eq!((info.width, info.height), (64, 64), "{w}x{h}");
+                assert_eq!(frames, truth, "{w}x{h}");
+            }
+            // A zero size may be refused as such; a huge one must not be.
+            Err(e) if w == 0 => assert!(matches!(e.kind(), "zero_dimension" | "corrupt"), "{e}"),
+            Err(e) => panic!("{w}x{h}: {e}"),
+        }
+    }
+}
+
 /// Damaged copies of real videos (bytes overwritten, cut at many points): each one either
 /// decodes or fails with a typed error, within the wall-time limit.
 #[test]

@@ -25,7 +25,7 @@ fn peak_rss() -> u64 {
 
 /// Reset the peak to the current resident set (Linux ≥ 4.0: writing 5 to clear_refs).
 fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM through /proc/self/clear_refs");
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM (clear_refs)");
 }
 
 fn current_rss() -> u64 {
@@ -45,21 +45,23 @@ fn rss_is_bounded_on_4k_and_on_two_hours() {
     let limits = VideoLimits::default();
     // Every input is made first, so its bytes are resident before anything is measured.
     // 4K UHD, H.264 with 16 reference frames (the worst case the estimate assumes), 2 s.
+    let x264 = "-c:v libx264 -preset ultrafast -pix_fmt yuv420p";
+    let args = |src: String| -> Vec<String> {
+        format!("-f lavfi -i {src} {x264}")
+            .split(' ')
+            .map(String::from)
+            .collect()
+    };
+    let uhd_args = args("testsrc2=size=3840x2160:rate=30:duration=2 -refs 16".into());
     let uhd = ffmpeg(
-        &[
-            "-f", "lavfi", "-i", "testsrc2=size=3840x2160:rate=30:duration=2", "-c:v", "libx264",
-            "-preset", "ultrafast", "-refs", "16", "-pix_fmt", "yuv420p",
-        ],
+        &uhd_args.iter().map(String::as_str).collect::<Vec<_>>(),
         "uhd.mp4",
     );
     // The same small stream for 1 minute and for 2 hours (5 fps: 36,000 frames, 7,200 hashed).
     let stream = |seconds: u32| {
-        let src = format!("testsrc2=size=320x180:rate=5:duration={seconds}");
+        let a = args(format!("testsrc2=size=320x180:rate=5:duration={seconds}"));
         ffmpeg(
-            &[
-                "-f", "lavfi", "-i", &src, "-c:v", "libx264", "-preset", "ultrafast",
-                "-pix_fmt", "yuv420p",
-            ],
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
             "long.mp4",
         )
     };
