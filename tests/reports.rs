@@ -84,6 +84,7 @@ fn m(list: &str, ty: HashType, entry: &str, distance: u32, threshold: u32) -> Ma
         classification: Some("A1".into()),
         media_type: None,
         video: None,
+        candidate: None,
     }
 }
 

@@ -124,6 +124,22 @@ pub struct MatchingArgs {
     /// Search structure for Hamming types: auto, scan (least memory) or mih (fastest).
     #[arg(long, default_value = "auto")]
     pub index: IndexKind,
+    /// Derived views of each image to match besides the image, comma-separated: `border`
+    /// (the image inside a uniform border of any colour — letterbox, pillarbox, padding).
+    /// Default: none.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub candidates: Vec<CandidateKind>,
+    /// Derived views match within the smaller of this and the list's PDQ threshold.
+    #[arg(long, default_value_t = baken::index::DEFAULT_CANDIDATE_THRESHOLD)]
+    pub candidate_threshold: u32,
+    /// Derived views under this PDQ quality are not matched.
+    #[arg(long, default_value_t = baken::index::DEFAULT_CANDIDATE_QUALITY_FLOOR)]
+    pub candidate_quality_floor: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CandidateKind {
+    Border,
 }
 
 impl Default for MatchingArgs {
@@ -133,6 +149,9 @@ impl Default for MatchingArgs {
             quality_floor: 50,
             thresholds: Vec::new(),
             index: IndexKind::Auto,
+            candidates: Vec::new(),
+            candidate_threshold: baken::index::DEFAULT_CANDIDATE_THRESHOLD,
+            candidate_quality_floor: baken::index::DEFAULT_CANDIDATE_QUALITY_FLOOR,
         }
     }
 }
@@ -143,7 +162,16 @@ impl MatchingArgs {
             thresholds: self.thresholds.iter().cloned().collect(),
             pdq_quality_floor: self.quality_floor,
             index: self.index,
+            candidate_threshold: self.candidate_threshold,
+            candidate_quality_floor: self.candidate_quality_floor,
             ..MatchConfig::default()
+        }
+    }
+
+    pub fn candidate_options(&self) -> baken::hashing::candidates::CandidateOptions {
+        baken::hashing::candidates::CandidateOptions {
+            border: self.candidates.contains(&CandidateKind::Border),
+            ..Default::default()
         }
     }
 }
@@ -408,7 +436,8 @@ pub fn run_match(args: MatchArgs, data: &Path, actor: &str) -> anyhow::Result<Ex
     let engine = Engine::new(
         Arc::new(Matcher::open(store, config)?),
         DecodeLimits::default(),
-    );
+    )
+    .with_candidates(args.matching.candidate_options());
     let hasher = engine.match_hasher(args.matching.pdq_mode)?;
     let end = super::reports::Concluder {
         engine: &engine,

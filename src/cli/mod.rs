@@ -105,6 +105,10 @@ struct HashArgs {
     limits: LimitArgs,
     #[command(flatten)]
     video: VideoArgs,
+    /// Also hash derived views of each image, comma-separated: `border` (the image inside a
+    /// uniform border removed); printed under `candidates` with their region.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    candidates: Vec<lists::CandidateKind>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -264,6 +268,10 @@ fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
         fast_min_side: args.fast.then_some(hashing::FAST_MIN_SIDE),
         video: args.video.limits(&limits),
         seconds_per_hash: args.video.seconds_per_hash,
+        candidates: hashing::candidates::CandidateOptions {
+            border: args.candidates.contains(&lists::CandidateKind::Border),
+            ..Default::default()
+        },
         limits,
         alpha: args.alpha,
         imghash: hashing::imghash::ImgHashConfig {

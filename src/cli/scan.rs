@@ -290,9 +290,16 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             let store = Arc::new(open_store(data)?);
             let reporting = args.report.setup(data, store.clone())?;
             let matcher = Arc::new(Matcher::open(store, args.matching.config())?);
-            (Engine::new(matcher, DecodeLimits::default()), reporting)
+            let engine = Engine::new(matcher, DecodeLimits::default())
+                .with_candidates(args.matching.candidate_options());
+            (engine, reporting)
         }
         Some(addr) => {
+            if args.matching.candidate_options().any() {
+                bail!(
+                    "--candidates with --server is not supported yet: configure [matching] candidates on the server"
+                );
+            }
             if args.report.report {
                 bail!(
                     "--report with --server is not supported yet: the server creates reports for its own callers"

@@ -138,6 +138,7 @@ pub struct Engine {
     limits: DecodeLimits,
     video: VideoLimits,
     seconds_per_hash: f64,
+    candidates: hashing::candidates::CandidateOptions,
     hashers: Mutex<HashMap<HasherKey, Arc<Hasher>>>,
 }
 
@@ -148,6 +149,7 @@ impl Engine {
             limits,
             video: VideoLimits::default(),
             seconds_per_hash: crate::hashing::vpdq::DEFAULT_SECONDS_PER_HASH,
+            candidates: Default::default(),
             hashers: Mutex::new(HashMap::new()),
         }
     }
@@ -156,6 +158,13 @@ impl Engine {
     pub fn with_video(mut self, limits: VideoLimits, seconds_per_hash: f64) -> Engine {
         self.video = limits;
         self.seconds_per_hash = seconds_per_hash;
+        self
+    }
+
+    /// Derived views of images (a removed border, …) to hash and match besides each image, for
+    /// every hasher this engine builds. Their threshold and quality floor are the matcher's.
+    pub fn with_candidates(mut self, candidates: hashing::candidates::CandidateOptions) -> Engine {
+        self.candidates = candidates;
         self
     }
 
@@ -195,6 +204,7 @@ impl Engine {
                     limits: self.limits,
                     video: self.video,
                     seconds_per_hash: self.seconds_per_hash,
+                    candidates: self.candidates,
                     ..HashOptions::default()
                 }))
             })
@@ -263,6 +273,22 @@ pub fn query_from(out: &HashOutput) -> Vec<QueryHash> {
             Some(p.quality),
         ));
     }
+    if let Some(t) = ty("pdq") {
+        for c in &out.candidates {
+            q.push(QueryHash {
+                candidate: Some(c.name),
+                ..QueryHash::new(
+                    t.clone(),
+                    c.pdq
+                        .dihedral
+                        .iter()
+                        .filter_map(|h| hex::decode(h).ok())
+                        .collect(),
+                    Some(c.pdq.quality),
+                )
+            });
+        }
+    }
     if let Some(v) = &out.vpdq {
         q.extend(video_query(v));
     }
@@ -293,6 +319,7 @@ pub fn video_query(v: &hashing::vpdq::VpdqOutput) -> Vec<QueryHash> {
         variants: hashes.clone(),
         quality: None,
         timestamps: Some(stamps.clone()),
+        candidate: None,
     };
     if hashes.is_empty() {
         vec![frames_query(vt)]

@@ -1,6 +1,7 @@
 //! Hashing: bytes in, hashes out. Decoding happens here in memory; the pixels are dropped as
 //! soon as the perceptual hashes are computed and are never stored or logged.
 
+pub mod candidates;
 pub mod exact;
 pub mod imghash;
 pub mod pdq;
@@ -109,6 +110,8 @@ pub struct HashOptions {
     pub video: VideoLimits,
     /// vPDQ frame sampling: one frame every this many seconds (0 = every frame).
     pub seconds_per_hash: f64,
+    /// Derived views of an image to hash besides the image ([`candidates`]).
+    pub candidates: candidates::CandidateOptions,
 }
 
 impl Default for HashOptions {
@@ -122,6 +125,7 @@ impl Default for HashOptions {
             imghash: imghash::ImgHashConfig::default(),
             video: VideoLimits::default(),
             seconds_per_hash: vpdq::DEFAULT_SECONDS_PER_HASH,
+            candidates: candidates::CandidateOptions::default(),
         }
     }
 }
@@ -191,6 +195,9 @@ pub struct HashOutput {
     pub sha1: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// PDQ of derived views of the image (a border removed, …), matched besides the image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<candidates::CandidateOutput>,
 }
 
 impl HashOutput {
@@ -285,6 +292,18 @@ impl Hasher {
                     self.opts.pdq_mode,
                     decoded.info.decoded_size.is_some(),
                 ));
+                out.candidates = candidates::hash_candidates(
+                    decoded.view(),
+                    &self.opts.candidates,
+                    self.opts.pdq_mode,
+                )
+                .into_iter()
+                .map(|(name, region, h)| candidates::CandidateOutput {
+                    name,
+                    region,
+                    pdq: PdqOutput::new(&h, self.opts.pdq_mode, false),
+                })
+                .collect();
             }
             out.image = Some(decoded.info.clone());
             let hashes = self.img.hash(decoded);

@@ -187,7 +187,12 @@ impl ListIndex {
             Metric::Exact => 0,
             Metric::Hamming => {
                 let bits = q.variants.first().map_or(0, |v| v.len() * 8);
-                self.threshold(cfg, &q.hash_type, bits)
+                let t = self.threshold(cfg, &q.hash_type, bits);
+                if q.candidate.is_some() {
+                    t.min(cfg.candidate_threshold)
+                } else {
+                    t
+                }
             }
             Metric::L2 => self.threshold(cfg, &q.hash_type, 0),
         };

@@ -247,6 +247,17 @@ impl Matcher {
                 });
                 continue;
             }
+            if q.candidate.is_some()
+                && q.quality.unwrap_or(0)
+                    < self
+                        .config
+                        .candidate_quality_floor
+                        .max(self.config.pdq_quality_floor)
+            {
+                // A derived view too flat to hash is no answer about the image, whose own
+                // hashes were matched: not worth a `skipped` line.
+                continue;
+            }
             if q.hash_type.as_str() == "pdq"
                 && let Some(quality) = q.quality
                 && quality < self.config.pdq_quality_floor
@@ -275,8 +286,9 @@ impl Matcher {
                     continue;
                 }
                 for (value, distance, variant, threshold) in list.search(&self.config, q) {
-                    let m =
+                    let mut m =
                         self.describe(list, &q.hash_type, &value, distance, variant, threshold)?;
+                    m.candidate = q.candidate;
                     if list.negative {
                         negative.push(m);
                     } else {
@@ -285,6 +297,29 @@ impl Matcher {
                 }
             }
         }
+        // One match per listed entry: the image's own before a derived view's, then the
+        // closest (the whole image and a view can both be within reach of one entry).
+        positive.sort_by(|a: &Match, b: &Match| {
+            (
+                &a.list,
+                &a.hash_type,
+                &a.hash,
+                a.candidate.is_some(),
+                a.distance,
+            )
+                .cmp(&(
+                    &b.list,
+                    &b.hash_type,
+                    &b.hash,
+                    b.candidate.is_some(),
+                    b.distance,
+                ))
+        });
+        positive.dedup_by(|a, b| {
+            a.video.is_none()
+                && b.video.is_none()
+                && (&a.list, &a.hash_type, &a.hash) == (&b.list, &b.hash_type, &b.hash)
+        });
         for m in positive {
             // An exact negative (the very same file is known benign) suppresses everything;
             // a perceptual one suppresses matches of its own hash type.
@@ -413,6 +448,7 @@ impl Matcher {
             classification,
             media_type,
             video: None,
+            candidate: None,
         })
     }
 }

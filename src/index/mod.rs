@@ -43,7 +43,18 @@ pub struct MatchConfig {
     /// Keep index snapshots (see [`snapshot`]) of lists with at least this many entries, so
     /// a cold start reads one file per list instead of every entry record. `None`: never.
     pub snapshot_min_entries: Option<u64>,
+    /// Derived views of an image (a removed border, …) match within the smaller of this and
+    /// the list's PDQ threshold: a view is a guess at the original framing, and each guess
+    /// adds a chance of a false match.
+    pub candidate_threshold: u32,
+    /// And only with at least this PDQ quality (flat crops hash to noise).
+    pub candidate_quality_floor: u8,
 }
+
+/// See [`MatchConfig::candidate_threshold`].
+pub const DEFAULT_CANDIDATE_THRESHOLD: u32 = 24;
+/// See [`MatchConfig::candidate_quality_floor`].
+pub const DEFAULT_CANDIDATE_QUALITY_FLOOR: u8 = 60;
 
 impl Default for MatchConfig {
     fn default() -> Self {
@@ -52,6 +63,8 @@ impl Default for MatchConfig {
             pdq_quality_floor: 50,
             index: IndexKind::Auto,
             snapshot_min_entries: Some(100_000),
+            candidate_threshold: DEFAULT_CANDIDATE_THRESHOLD,
+            candidate_quality_floor: DEFAULT_CANDIDATE_QUALITY_FLOOR,
         }
     }
 }
@@ -86,6 +99,8 @@ pub struct QueryHash {
     /// Set for a video's frames: the variants are the video's usable frame hashes (type
     /// `vpdq` against video lists, `pdq` against image lists), these their timestamps.
     pub timestamps: Option<Vec<f64>>,
+    /// Set for a derived view of the image ([`crate::hashing::candidates`]): its name.
+    pub candidate: Option<&'static str>,
 }
 
 impl QueryHash {
@@ -96,6 +111,7 @@ impl QueryHash {
             variants,
             quality,
             timestamps: None,
+            candidate: None,
         }
     }
 }
@@ -147,6 +163,9 @@ pub struct Match {
     /// Set when the query is a video.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoMatch>,
+    /// Set when a derived view of the image matched (`border_removed`, …), not the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

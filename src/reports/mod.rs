@@ -288,6 +288,10 @@ pub struct MatchDetail {
     /// A video's match: which of its frames matched (absent for images and hashes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoDetail>,
+    /// The derived view of the image that matched (`border_removed`, …), when not the image
+    /// itself: the reviewer sees the match came through a re-framing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
 }
 
 /// Where in a video the match is, in integers (a signed body has no floats to canonicalise):
@@ -314,6 +318,7 @@ impl From<&Match> for MatchDetail {
             distance: m.distance,
             threshold: m.threshold,
             transform: m.transform.map(str::to_string),
+            candidate: m.candidate.map(str::to_string),
             classification: m.classification.clone(),
             video: m.video.as_ref().map(|v| VideoDetail {
                 query_frames: v.query_frames,

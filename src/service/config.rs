@@ -193,6 +193,13 @@ pub struct MatchingConfig {
     pub thresholds: BTreeMap<String, u32>,
     /// auto | scan | mih.
     pub index: String,
+    /// Derived views of each image matched besides it: `["border"]` (the image inside a
+    /// uniform border removed). Default none.
+    pub candidates: Vec<String>,
+    /// Derived views match within the smaller of this and the list's PDQ threshold. Default 24.
+    pub candidate_threshold: u32,
+    /// Derived views under this PDQ quality are not matched. Default 60.
+    pub candidate_quality_floor: u8,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -278,12 +285,35 @@ impl Default for LimitsConfig {
     }
 }
 
+impl MatchingConfig {
+    /// The derived views `candidates` names, or which name is unknown.
+    pub fn candidate_options(
+        &self,
+    ) -> Result<crate::hashing::candidates::CandidateOptions, String> {
+        let mut o = crate::hashing::candidates::CandidateOptions::default();
+        for c in &self.candidates {
+            match c.as_str() {
+                "border" => o.border = true,
+                other => {
+                    return Err(format!(
+                        "matching.candidates: unknown candidate {other:?} (known: \"border\")"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
 impl Default for MatchingConfig {
     fn default() -> Self {
         MatchingConfig {
             quality_floor: 50,
             thresholds: BTreeMap::new(),
             index: "auto".into(),
+            candidates: Vec::new(),
+            candidate_threshold: crate::index::DEFAULT_CANDIDATE_THRESHOLD,
+            candidate_quality_floor: crate::index::DEFAULT_CANDIDATE_QUALITY_FLOOR,
         }
     }
 }
@@ -432,6 +462,9 @@ impl ServiceConfig {
                 "listening on {addr} (not loopback) needs authorisation: set auth.tokens_file or [[auth.client_cert]] rules (see deploy/baken.toml)"
             )));
         }
+        self.matching
+            .candidate_options()
+            .map_err(ServeError::Config)?;
         if let Some(h) = self.health_listen() {
             h.parse::<SocketAddr>().map_err(|_| {
                 ServeError::Config(format!(

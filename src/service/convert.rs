@@ -107,6 +107,7 @@ pub fn pb_match(m: &Match) -> pb::Match {
         transform: m.transform.unwrap_or_default().to_string(),
         classification: m.classification.clone().unwrap_or_default(),
         media_type: m.media_type.clone().unwrap_or_default(),
+        candidate: m.candidate.unwrap_or_default().to_string(),
         video: m.video.as_ref().map(|v| pb::VideoMatch {
             query_match_percent: v.query_match_percent,
             compared_match_percent: v.compared_match_percent,
@@ -277,8 +278,21 @@ pub fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
                 })?,
         )
     };
+    let candidate = match m.candidate.as_str() {
+        "" => None,
+        crate::hashing::candidates::BORDER_REMOVED => {
+            Some(crate::hashing::candidates::BORDER_REMOVED)
+        }
+        other => {
+            return Err(invalid(
+                "invalid",
+                format!("matches: unknown candidate {other:?}"),
+            ));
+        }
+    };
     let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
     Ok(Match {
+        candidate,
         list: m.list.clone(),
         list_version: m.list_version,
         hash_type,

@@ -298,7 +298,13 @@ pub async fn start(
     let matcher = Arc::new(matcher);
     let engine = Arc::new(
         Engine::new(matcher.clone(), config.decode_limits())
-            .with_video(config.video, config.vpdq_seconds_per_hash),
+            .with_video(config.video, config.vpdq_seconds_per_hash)
+            .with_candidates(
+                config
+                    .matching
+                    .candidate_options()
+                    .map_err(ServeError::Config)?,
+            ),
     );
     let refresher = Matcher::start_refresher(
         &matcher,
@@ -573,6 +579,8 @@ impl ServiceConfig {
                 .index
                 .parse()
                 .map_err(|e: String| ServeError::Config(format!("matching.index: {e}")))?,
+            candidate_threshold: self.matching.candidate_threshold,
+            candidate_quality_floor: self.matching.candidate_quality_floor,
             ..MatchConfig::default()
         })
     }

@@ -1,0 +1,355 @@
+//! Query-side candidates: extra views of a query image whose PDQ can match a listed original
+//! that the whole image's PDQ misses. PDQ is computed over the whole picture, so a border added
+//! around a known image (letterbox, pillarbox, padding of any colour) moves most of its bits;
+//! removing the border before hashing recovers the original framing. Candidates work against
+//! any PDQ list, with no data beyond the hashes.
+//!
+//! Each candidate is a crop of the decoded pixels, never re-encoded: the bytes stay in memory
+//! for the call only, as the whole image does.
+
+use serde::Serialize;
+
+use super::PdqOutput;
+use super::pdq::{self, PdqHash, PdqMode, PixelView};
+
+/// Which derived views to hash. Off by default: each costs a PDQ and some false-match risk,
+/// and is turned on where measurements justify it (docs/robustness.md).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CandidateOptions {
+    /// The image inside a uniform border of any colour (letterbox, pillarbox, padding).
+    pub border: bool,
+    pub border_params: BorderParams,
+}
+
+impl CandidateOptions {
+    /// Every candidate kind on, with default parameters.
+    pub fn all() -> Self {
+        CandidateOptions {
+            border: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.border
+    }
+}
+
+/// The name of the border-removal candidate, in outputs, matches and reports.
+pub const BORDER_REMOVED: &str = "border_removed";
+
+/// One derived view's PDQ, and where in the image the view is (`[x0, y0, x1, y1]`, pixels of
+/// the decoded image).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateOutput {
+    pub name: &'static str,
+    pub region: [usize; 4],
+    pub pdq: PdqOutput,
+}
+
+/// The PDQ of each derived view `opts` asks for that applies to this image.
+pub fn hash_candidates(
+    view: PixelView<'_>,
+    opts: &CandidateOptions,
+    mode: PdqMode,
+) -> Vec<(&'static str, [usize; 4], PdqHash)> {
+    let mut out = Vec::new();
+    if opts.border
+        && let Some(r) = border_box(view, &opts.border_params)
+    {
+        let pixels = crop(view, r);
+        let h = pdq::pdq_hash(
+            PixelView {
+                width: r.width(),
+                height: r.height(),
+                channels: view.channels,
+                data: &pixels,
+            },
+            mode,
+        );
+        out.push((BORDER_REMOVED, [r.x0, r.y0, r.x1, r.y1], h));
+    }
+    out
+}
+
+/// A region of an image in pixels: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl Rect {
+    pub fn width(&self) -> usize {
+        self.x1 - self.x0
+    }
+    pub fn height(&self) -> usize {
+        self.y1 - self.y0
+    }
+}
+
+/// How a uniform border is told from the picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BorderParams {
+    /// A pixel belongs to the border when every channel is within this of the border's colour
+    /// (JPEG and resampling blur a flat bar by a few levels; 24 keeps dark photo edges apart
+    /// from black bars in our measurements).
+    pub tolerance: u8,
+    /// The share of a line's pixels that must be border for the line to be border: a logo, a
+    /// watermark or ringing at the bar's edge does not stop the scan (python-threatexchange's
+    /// unletterbox requires every pixel, and one bright pixel defeats it).
+    pub line_share: f32,
+    /// The crop keeps at least this share of each dimension; more is not a border but the
+    /// picture (a flat sky, a white page).
+    pub min_keep: f32,
+    /// Bars thinner than this share of the dimension (and 2 px) are ignored: they barely move
+    /// PDQ, and the whole image's hash already covers them.
+    pub min_bar: f32,
+}
+
+impl Default for BorderParams {
+    fn default() -> Self {
+        BorderParams {
+            tolerance: 24,
+            line_share: 0.98,
+            min_keep: 0.3,
+            min_bar: 0.02,
+        }
+    }
+}
+
+/// The part of `view` inside a uniform border of any colour, each side on its own (top and
+/// bottom over the whole width, then left and right over the rows between them), or `None`
+/// when no side has a border worth removing or what is left is too small to hash.
+pub fn border_box(view: PixelView<'_>, p: &BorderParams) -> Option<Rect> {
+    let (w, h, c) = (view.width, view.height, view.channels);
+    if w < 8 || h < 8 || !(c == 1 || c == 3) || view.data.len() < w * h * c {
+        return None;
+    }
+    let px = |x: usize, y: usize| -> &[u8] {
+        let at = (y * w + x) * c;
+        &view.data[at..at + c]
+    };
+    let keep = |dim: usize| ((dim as f32 * p.min_keep).ceil() as usize).max(8);
+    let bar_floor = |dim: usize| ((dim as f32 * p.min_bar).ceil() as usize).max(2);
+
+    // Rows: the budget for both bars together is what `min_keep` leaves.
+    let row_budget = h.saturating_sub(keep(h));
+    let top = scan(row_budget, w, p, |line, i| px(i, line));
+    let bottom = scan(row_budget - top, w, p, |line, i| px(i, h - 1 - line));
+    let (y0, y1) = (top, h - bottom);
+    let col_budget = w.saturating_sub(keep(w));
+    let rows = y1 - y0;
+    let left = scan(col_budget, rows, p, |line, i| px(line, y0 + i));
+    let right = scan(col_budget - left, rows, p, |line, i| {
+        px(w - 1 - line, y0 + i)
+    });
+
+    let keep_bar = |bar: usize, dim: usize| if bar >= bar_floor(dim) { bar } else { 0 };
+    let (top, bottom) = (keep_bar(top, h), keep_bar(bottom, h));
+    let (left, right) = (keep_bar(left, w), keep_bar(right, w));
+    if top + bottom + left + right == 0 {
+        return None;
+    }
+    Some(Rect {
+        x0: left,
+        y0: top,
+        x1: w - right,
+        y1: h - bottom,
+    })
+}
+
+/// How many lines from one side are border: the border's colour is the per-channel median of
+/// the outermost line; a line is border when `line_share` of its `len` pixels are within
+/// `tolerance` of that colour. At most `budget` lines.
+fn scan<'a>(
+    budget: usize,
+    len: usize,
+    p: &BorderParams,
+    pixel: impl Fn(usize, usize) -> &'a [u8],
+) -> usize {
+    if budget == 0 || len == 0 {
+        return 0;
+    }
+    let channels = pixel(0, 0).len();
+    let mut colour = [0u8; 3];
+    for (ch, out) in colour.iter_mut().enumerate().take(channels) {
+        let mut hist = [0usize; 256];
+        for i in 0..len {
+            hist[usize::from(pixel(0, i)[ch])] += 1;
+        }
+        let mut seen = 0;
+        for (v, n) in hist.iter().enumerate() {
+            seen += n;
+            if 2 * seen >= len {
+                *out = v as u8;
+                break;
+            }
+        }
+    }
+    let colour = &colour[..channels];
+    let needed = (len as f32 * p.line_share).ceil() as usize;
+    let mut lines = 0;
+    while lines < budget {
+        let close = (0..len)
+            .filter(|&i| {
+                pixel(lines, i)
+                    .iter()
+                    .zip(colour)
+                    .all(|(a, b)| a.abs_diff(*b) <= p.tolerance)
+            })
+            .count();
+        if close < needed {
+            break;
+        }
+        lines += 1;
+    }
+    lines
+}
+
+/// The pixels of `r` as a tightly packed buffer of `view`'s channel count.
+pub fn crop(view: PixelView<'_>, r: Rect) -> Vec<u8> {
+    let c = view.channels;
+    let mut out = Vec::with_capacity(r.width() * r.height() * c);
+    for y in r.y0..r.y1 {
+        let row = (y * view.width + r.x0) * c;
+        out.extend_from_slice(&view.data[row..row + r.width() * c]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic "photo": smooth gradients plus texture, nowhere flat.
+    fn photo(w: usize, h: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let t = ((x * 7 + y * 13) % 29) as u8;
+                v.push((40 + (x * 150 / w) as u8).wrapping_add(t));
+                v.push((60 + (y * 120 / h) as u8).wrapping_add(t));
+                v.push((90 + ((x + y) * 80 / (w + h)) as u8).wrapping_add(t));
+            }
+        }
+        v
+    }
+
+    /// `img` (w×h) inside bars `[top, bottom, left, right]` of colour `col`.
+    fn framed(
+        img: &[u8],
+        w: usize,
+        h: usize,
+        bars: [usize; 4],
+        col: [u8; 3],
+    ) -> (Vec<u8>, usize, usize) {
+        let [t, b, l, r] = bars;
+        let (fw, fh) = (w + l + r, h + t + b);
+        let mut out = Vec::with_capacity(fw * fh * 3);
+        for y in 0..fh {
+            for x in 0..fw {
+                if y >= t && y < t + h && x >= l && x < l + w {
+                    let at = ((y - t) * w + (x - l)) * 3;
+                    out.extend_from_slice(&img[at..at + 3]);
+                } else {
+                    out.extend_from_slice(&col);
+                }
+            }
+        }
+        (out, fw, fh)
+    }
+
+    fn view(data: &[u8], w: usize, h: usize) -> PixelView<'_> {
+        PixelView {
+            width: w,
+            height: h,
+            channels: 3,
+            data,
+        }
+    }
+
+    #[test]
+    fn finds_borders_of_any_colour_and_side() {
+        let (w, h) = (200, 120);
+        let img = photo(w, h);
+        for (t, b, l, r, col) in [
+            (20, 20, 0, 0, [0, 0, 0]),
+            (0, 0, 30, 30, [255, 255, 255]),
+            (10, 25, 5, 40, [128, 128, 128]),
+            (0, 17, 0, 0, [200, 30, 90]),
+        ] {
+            let (f, fw, fh) = framed(&img, w, h, [t, b, l, r], col);
+            let got = border_box(view(&f, fw, fh), &BorderParams::default());
+            assert_eq!(
+                got,
+                Some(Rect {
+                    x0: l,
+                    y0: t,
+                    x1: fw - r,
+                    y1: fh - b
+                }),
+                "{t} {b} {l} {r} {col:?}"
+            );
+            let got = got.unwrap();
+            assert_eq!(crop(view(&f, fw, fh), got), img);
+        }
+    }
+
+    #[test]
+    fn tolerates_noise_and_a_logo_in_the_bar() {
+        let (w, h) = (200, 120);
+        let img = photo(w, h);
+        let (mut f, fw, fh) = framed(&img, w, h, [24, 24, 0, 0], [0, 0, 0]);
+        // JPEG-like noise of a few levels in the bars, and a small bright logo in the top bar.
+        for (i, v) in f.iter_mut().enumerate() {
+            let y = i / 3 / fw;
+            if y < 24 || y >= 24 + h {
+                *v = v.saturating_add((i % 7) as u8 * 3);
+            }
+        }
+        for y in 8..14 {
+            for x in 10..13 {
+                let at = (y * fw + x) * 3;
+                f[at..at + 3].copy_from_slice(&[250, 250, 250]);
+            }
+        }
+        let got = border_box(view(&f, fw, fh), &BorderParams::default());
+        assert_eq!(
+            got,
+            Some(Rect {
+                x0: 0,
+                y0: 24,
+                x1: fw,
+                y1: 24 + h
+            })
+        );
+    }
+
+    #[test]
+    fn no_candidate_without_a_border_or_for_flat_images() {
+        let (w, h) = (200, 120);
+        assert_eq!(
+            border_box(view(&photo(w, h), w, h), &BorderParams::default()),
+            None
+        );
+        // A 1-pixel line is not worth a candidate.
+        let (f, fw, fh) = framed(&photo(w, h), w, h, [1, 0, 0, 0], [0, 0, 0]);
+        assert_eq!(border_box(view(&f, fw, fh), &BorderParams::default()), None);
+        // A flat image keeps `min_keep` of each dimension, never less.
+        let flat = vec![7u8; w * h * 3];
+        let r = border_box(view(&flat, w, h), &BorderParams::default()).unwrap();
+        assert!(r.width() >= 60 && r.height() >= 36, "{r:?}");
+        // Too small, or inconsistent, views give nothing and never panic.
+        assert_eq!(
+            border_box(view(&flat[..10], 2, 2), &BorderParams::default()),
+            None
+        );
+        assert_eq!(
+            border_box(view(&flat[..30], 10, 10), &BorderParams::default()),
+            None
+        );
+    }
+}
