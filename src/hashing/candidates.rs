@@ -54,9 +54,12 @@ pub fn hash_candidates(
     mode: PdqMode,
 ) -> Vec<(&'static str, [usize; 4], PdqHash)> {
     let mut out = Vec::new();
-    if opts.border
-        && let Some(r) = border_box(view, &opts.border_params)
-    {
+    let boxes = if opts.border {
+        border_boxes(view, &opts.border_params)
+    } else {
+        Vec::new()
+    };
+    for r in boxes {
         let pixels = crop(view, r);
         let h = pdq::pdq_hash(
             PixelView {
@@ -102,7 +105,8 @@ pub struct BorderParams {
     /// unletterbox requires every pixel, and one bright pixel defeats it).
     pub line_share: f32,
     /// The crop keeps at least this share of each dimension; more is not a border but the
-    /// picture (a flat sky, a white page).
+    /// picture (a flat sky, a white page). 0.15 leaves room for a 2:1 panorama letterboxed
+    /// into a 9:16 portrait frame (28 % of the height).
     pub min_keep: f32,
     /// Bars thinner than this share of the dimension (and 2 px) are ignored: they barely move
     /// PDQ, and the whole image's hash already covers them.
@@ -114,15 +118,18 @@ impl Default for BorderParams {
         BorderParams {
             tolerance: 24,
             line_share: 0.98,
-            min_keep: 0.3,
+            min_keep: 0.15,
             min_bar: 0.02,
         }
     }
 }
 
-/// The part of `view` inside a uniform border of any colour, each side on its own (top and
-/// bottom over the whole width, then left and right over the rows between them), or `None`
-/// when no side has a border worth removing or what is left is too small to hash.
+/// The part of `view` inside a uniform border of any colour, or `None` when no side has a
+/// border worth removing or what would be left is too small to hash. Each side is scanned on
+/// its own (top and bottom over the whole width, left and right over the rows between them),
+/// then the border is taken to be one colour: the thickest bar's. A "bar" of another colour is
+/// the picture's own flat margin (a product shot on white inside black letterbox bars) and
+/// stays, as it is in the listed original.
 pub fn border_box(view: PixelView<'_>, p: &BorderParams) -> Option<Rect> {
     let (w, h, c) = (view.width, view.height, view.channels);
     if w < 8 || h < 8 || !(c == 1 || c == 3) || view.data.len() < w * h * c {
@@ -134,32 +141,94 @@ pub fn border_box(view: PixelView<'_>, p: &BorderParams) -> Option<Rect> {
     };
     let keep = |dim: usize| ((dim as f32 * p.min_keep).ceil() as usize).max(8);
     let bar_floor = |dim: usize| ((dim as f32 * p.min_bar).ceil() as usize).max(2);
+    let floor = |bar: Bar, dim: usize| (bar.0 >= bar_floor(dim)).then_some(bar);
+    let lines = |b: Option<Bar>| b.map_or(0, |b| b.0);
 
-    // Rows: the budget for both bars together is what `min_keep` leaves.
+    // The budget for both bars of an axis together is what `min_keep` leaves.
     let row_budget = h.saturating_sub(keep(h));
-    let top = scan(row_budget, w, p, |line, i| px(i, line));
-    let bottom = scan(row_budget - top, w, p, |line, i| px(i, h - 1 - line));
-    let (y0, y1) = (top, h - bottom);
     let col_budget = w.saturating_sub(keep(w));
-    let rows = y1 - y0;
-    let left = scan(col_budget, rows, p, |line, i| px(line, y0 + i));
-    let right = scan(col_budget - left, rows, p, |line, i| {
-        px(w - 1 - line, y0 + i)
-    });
-
-    let keep_bar = |bar: usize, dim: usize| if bar >= bar_floor(dim) { bar } else { 0 };
-    let (top, bottom) = (keep_bar(top, h), keep_bar(bottom, h));
-    let (left, right) = (keep_bar(left, w), keep_bar(right, w));
-    if top + bottom + left + right == 0 {
-        return None;
-    }
+    let top = floor(scan(row_budget, w, p, |l, i| px(i, l)), h);
+    let bottom = floor(
+        scan(row_budget - lines(top), w, p, |l, i| px(i, h - 1 - l)),
+        h,
+    );
+    let sides = |top: Option<Bar>, bottom: Option<Bar>| {
+        let (y0, y1) = (lines(top), h - lines(bottom));
+        let rows = y1 - y0;
+        let left = floor(scan(col_budget, rows, p, |l, i| px(l, y0 + i)), w);
+        let right = floor(
+            scan(col_budget - lines(left), rows, p, |l, i| {
+                px(w - 1 - l, y0 + i)
+            }),
+            w,
+        );
+        (left, right)
+    };
+    let (left, right) = sides(top, bottom);
+    let colour = [top, bottom, left, right]
+        .into_iter()
+        .flatten()
+        .max_by_key(|b| b.0)?
+        .1;
+    let same = |b: Option<Bar>| {
+        b.filter(|b| {
+            b.1.iter()
+                .zip(colour)
+                .all(|(a, c)| a.abs_diff(c) <= p.tolerance)
+        })
+    };
+    let (t, b) = (same(top), same(bottom));
+    // Rows given back to the picture change what the columns are scanned over.
+    let (left, right) = if (t, b) == (top, bottom) {
+        (left, right)
+    } else {
+        sides(t, b)
+    };
+    let (l, r) = (same(left), same(right));
     Some(Rect {
+        x0: lines(l),
+        y0: lines(t),
+        x1: w - lines(r),
+        y1: h - lines(b),
+    })
+}
+
+/// The views a border removal tries: [`border_box`], and when an axis has bars on both sides
+/// of different thickness, the same with both bars as thin as the thinner one. Letterbox and
+/// padding bars are symmetric in practice, and the thicker side is then likely to have run
+/// into the picture's own margin of the bar's colour (a product shot on black).
+pub fn border_boxes(view: PixelView<'_>, p: &BorderParams) -> Vec<Rect> {
+    let Some(r) = border_box(view, p) else {
+        return Vec::new();
+    };
+    let (w, h) = (view.width, view.height);
+    let even = |a: usize, b: usize| {
+        if a > 0 && b > 0 {
+            let t = a.min(b);
+            (t, t)
+        } else {
+            (a, b)
+        }
+    };
+    let (top, bottom) = even(r.y0, h - r.y1);
+    let (left, right) = even(r.x0, w - r.x1);
+    let sym = Rect {
         x0: left,
         y0: top,
         x1: w - right,
         y1: h - bottom,
-    })
+    };
+    // Two or three lines of difference are rounding and edge blur, not a margin.
+    let differs = r.y0.abs_diff(sym.y0)
+        + r.y1.abs_diff(sym.y1)
+        + r.x0.abs_diff(sym.x0)
+        + r.x1.abs_diff(sym.x1)
+        > 3;
+    if differs { vec![r, sym] } else { vec![r] }
 }
+
+/// A bar: its thickness in lines and its colour (unused channels 0).
+type Bar = (usize, [u8; 3]);
 
 /// How many lines from one side are border: the border's colour is the per-channel median of
 /// the outermost line; a line is border when `line_share` of its `len` pixels are within
@@ -169,9 +238,9 @@ fn scan<'a>(
     len: usize,
     p: &BorderParams,
     pixel: impl Fn(usize, usize) -> &'a [u8],
-) -> usize {
+) -> Bar {
     if budget == 0 || len == 0 {
-        return 0;
+        return (0, [0; 3]);
     }
     let channels = pixel(0, 0).len();
     let mut colour = [0u8; 3];
@@ -189,7 +258,7 @@ fn scan<'a>(
             }
         }
     }
-    let colour = &colour[..channels];
+    let reference = &colour[..channels];
     let needed = (len as f32 * p.line_share).ceil() as usize;
     let mut lines = 0;
     while lines < budget {
@@ -197,7 +266,7 @@ fn scan<'a>(
             .filter(|&i| {
                 pixel(lines, i)
                     .iter()
-                    .zip(colour)
+                    .zip(reference)
                     .all(|(a, b)| a.abs_diff(*b) <= p.tolerance)
             })
             .count();
@@ -206,7 +275,7 @@ fn scan<'a>(
         }
         lines += 1;
     }
-    lines
+    (lines, colour)
 }
 
 /// The pixels of `r` as a tightly packed buffer of `view`'s channel count.
@@ -299,6 +368,61 @@ mod tests {
     }
 
     #[test]
+    fn the_pictures_own_flat_margin_of_another_colour_stays() {
+        // A product shot: the picture's own white margin on the left and right, inside black
+        // letterbox bars. Only the black bars are the border; the listed original has the
+        // white margin.
+        let (w, h) = (200, 120);
+        let (shot, sw, sh) = framed(&photo(160, h), 160, h, [0, 0, 20, 20], [255, 255, 255]);
+        assert_eq!((sw, sh), (w, h));
+        let (f, fw, fh) = framed(&shot, w, h, [50, 50, 0, 0], [0, 0, 0]);
+        let got = border_box(view(&f, fw, fh), &BorderParams::default());
+        assert_eq!(
+            got,
+            Some(Rect {
+                x0: 0,
+                y0: 50,
+                x1: w,
+                y1: 50 + h
+            })
+        );
+    }
+
+    #[test]
+    fn uneven_bars_also_give_the_even_view() {
+        // A picture whose own top 12 rows are black, letterboxed with 30 black rows a side:
+        // the scan takes 42 from the top; the even view restores the picture's margin.
+        let (w, h) = (200, 120);
+        let mut pic = photo(w, h);
+        pic[..w * 12 * 3].fill(0);
+        let (f, fw, fh) = framed(&pic, w, h, [30, 30, 0, 0], [0, 0, 0]);
+        let got = border_boxes(view(&f, fw, fh), &BorderParams::default());
+        assert_eq!(
+            got,
+            vec![
+                Rect {
+                    x0: 0,
+                    y0: 42,
+                    x1: w,
+                    y1: 30 + h
+                },
+                Rect {
+                    x0: 0,
+                    y0: 30,
+                    x1: w,
+                    y1: 30 + h
+                },
+            ]
+        );
+        // Even bars: one view.
+        let (f, fw, fh) = framed(&photo(w, h), w, h, [30, 30, 10, 10], [0, 0, 0]);
+        assert_eq!(
+            border_boxes(view(&f, fw, fh), &BorderParams::default()).len(),
+            1
+        );
+    }
+
+    #[test]
     fn tolerates_noise_and_a_logo_in_the_bar() {
         let (w, h) = (200, 120);
         let img = photo(w, h);
@@ -341,7 +465,7 @@ mod tests {
         // A flat image keeps `min_keep` of each dimension, never less.
         let flat = vec![7u8; w * h * 3];
         let r = border_box(view(&flat, w, h), &BorderParams::default()).unwrap();
-        assert!(r.width() >= 60 && r.height() >= 36, "{r:?}");
+        assert!(r.width() >= 30 && r.height() >= 18, "{r:?}");
         // Too small, or inconsistent, views give nothing and never panic.
         assert_eq!(
             border_box(view(&flat[..10], 2, 2), &BorderParams::default()),
