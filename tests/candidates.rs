@@ -233,8 +233,8 @@ fn a_candidate_match_names_its_candidate_in_the_report_and_respects_its_threshol
 /// configured with an unknown candidate refuses to start, naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_matches_through_candidates_its_configuration_names() {
-    use baken::service::{self, ServiceConfig, pb};
-    use common::service::{channel, create_list, import_csv, start};
+    use baken::service::{self, pb};
+    use common::service::{channel, create_list, import_csv, start, test_config};
     use pb::list_service_client::ListServiceClient;
     use pb::scan_service_client::ScanServiceClient;
 
@@ -280,13 +280,7 @@ async fn the_service_matches_through_candidates_its_configuration_names() {
     assert!(m[0].threshold <= 24);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut bad = ServiceConfig {
-        listen: "127.0.0.1:0".into(),
-        data: dir.path().join("data"),
-        demo_list: false,
-        ..ServiceConfig::default()
-    };
-    bad.metrics.listen = "off".into();
+    let mut bad = test_config(dir.path());
     bad.matching.candidates = vec!["crop".into()];
     let err = match service::Server::new(bad).start().await {
         Ok(_) => panic!("started with an unknown candidate"),

@@ -12,30 +12,29 @@ use baken::decode::video::VideoLimits;
 use baken::hashing::vpdq::hash_video;
 use common::video::ffmpeg;
 
-/// Peak resident set of this process since the last reset, in bytes.
-fn peak_rss() -> u64 {
+/// A `kB` field of /proc/self/status (`VmHWM`: peak resident set since the last reset,
+/// `VmRSS`: resident now), in bytes.
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
     kb * 1024
+}
+
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM")
+}
+
+fn current_rss() -> u64 {
+    status_bytes("VmRSS")
 }
 
 /// Reset the peak to the current resident set (Linux ≥ 4.0: writing 5 to clear_refs).
 fn reset_peak() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM (clear_refs)");
-}
-
-fn current_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
 }
 
 const MB: u64 = 1 << 20;

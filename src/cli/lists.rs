@@ -142,6 +142,16 @@ pub enum CandidateKind {
     Border,
 }
 
+impl CandidateKind {
+    /// The library's options for the kinds a command line names.
+    pub fn options(kinds: &[CandidateKind]) -> baken::hashing::candidates::CandidateOptions {
+        baken::hashing::candidates::CandidateOptions {
+            border: kinds.contains(&CandidateKind::Border),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for MatchingArgs {
     fn default() -> Self {
         MatchingArgs {
@@ -169,10 +179,7 @@ impl MatchingArgs {
     }
 
     pub fn candidate_options(&self) -> baken::hashing::candidates::CandidateOptions {
-        baken::hashing::candidates::CandidateOptions {
-            border: self.candidates.contains(&CandidateKind::Border),
-            ..Default::default()
-        }
+        CandidateKind::options(&self.candidates)
     }
 }
 

@@ -268,10 +268,7 @@ fn hash(args: HashArgs) -> anyhow::Result<ExitCode> {
         fast_min_side: args.fast.then_some(hashing::FAST_MIN_SIDE),
         video: args.video.limits(&limits),
         seconds_per_hash: args.video.seconds_per_hash,
-        candidates: hashing::candidates::CandidateOptions {
-            border: args.candidates.contains(&lists::CandidateKind::Border),
-            ..Default::default()
-        },
+        candidates: lists::CandidateKind::options(&args.candidates),
         limits,
         alpha: args.alpha,
         imghash: hashing::imghash::ImgHashConfig {

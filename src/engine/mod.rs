@@ -264,28 +264,13 @@ pub fn query_from(out: &HashOutput) -> Vec<QueryHash> {
     let mut q = Vec::new();
     let ty = |s: &str| HashType::new(s).ok();
     if let (Some(p), Some(t)) = (&out.pdq, ty("pdq")) {
-        q.push(QueryHash::new(
-            t,
-            p.dihedral
-                .iter()
-                .filter_map(|h| hex::decode(h).ok())
-                .collect(),
-            Some(p.quality),
-        ));
+        q.push(QueryHash::new(t, dihedrals(p), Some(p.quality)));
     }
     if let Some(t) = ty("pdq") {
         for c in &out.candidates {
             q.push(QueryHash {
                 candidate: Some(c.name),
-                ..QueryHash::new(
-                    t.clone(),
-                    c.pdq
-                        .dihedral
-                        .iter()
-                        .filter_map(|h| hex::decode(h).ok())
-                        .collect(),
-                    Some(c.pdq.quality),
-                )
+                ..QueryHash::new(t.clone(), dihedrals(&c.pdq), Some(c.pdq.quality))
             });
         }
     }
@@ -300,6 +285,14 @@ pub fn query_from(out: &HashOutput) -> Vec<QueryHash> {
         }
     }
     q
+}
+
+/// A PDQ output's 8 dihedral hashes as query variants.
+fn dihedrals(p: &hashing::PdqOutput) -> Vec<Vec<u8>> {
+    p.dihedral
+        .iter()
+        .filter_map(|h| hex::decode(h).ok())
+        .collect()
 }
 
 /// A video's query: its usable frames (the vPDQ rule's selection) once as `vpdq`, for video

@@ -33,10 +33,27 @@ impl CandidateOptions {
     pub fn any(&self) -> bool {
         self.border
     }
+
+    /// The kinds a configuration names (`"border"`), or a message naming the unknown one.
+    pub fn from_kinds<S: AsRef<str>>(kinds: &[S]) -> Result<Self, String> {
+        let mut o = CandidateOptions::default();
+        for k in kinds {
+            match k.as_ref() {
+                "border" => o.border = true,
+                other => {
+                    return Err(format!("unknown candidate {other:?} (known: \"border\")"));
+                }
+            }
+        }
+        Ok(o)
+    }
 }
 
 /// The name of the border-removal candidate, in outputs, matches and reports.
 pub const BORDER_REMOVED: &str = "border_removed";
+
+/// Every name a candidate match can carry.
+pub const NAMES: [&str; 1] = [BORDER_REMOVED];
 
 /// One derived view's PDQ, and where in the image the view is (`[x0, y0, x1, y1]`, pixels of
 /// the decoded image).
@@ -170,13 +187,7 @@ pub fn border_box(view: PixelView<'_>, p: &BorderParams) -> Option<Rect> {
         .flatten()
         .max_by_key(|b| b.0)?
         .1;
-    let same = |b: Option<Bar>| {
-        b.filter(|b| {
-            b.1.iter()
-                .zip(colour)
-                .all(|(a, c)| a.abs_diff(c) <= p.tolerance)
-        })
-    };
+    let same = |b: Option<Bar>| b.filter(|b| close(&b.1, &colour, p.tolerance));
     let (t, b) = (same(top), same(bottom));
     // Rows given back to the picture change what the columns are scanned over.
     let (left, right) = if (t, b) == (top, bottom) {
@@ -262,20 +273,20 @@ fn scan<'a>(
     let needed = (len as f32 * p.line_share).ceil() as usize;
     let mut lines = 0;
     while lines < budget {
-        let close = (0..len)
-            .filter(|&i| {
-                pixel(lines, i)
-                    .iter()
-                    .zip(reference)
-                    .all(|(a, b)| a.abs_diff(*b) <= p.tolerance)
-            })
+        let within = (0..len)
+            .filter(|&i| close(pixel(lines, i), reference, p.tolerance))
             .count();
-        if close < needed {
+        if within < needed {
             break;
         }
         lines += 1;
     }
     (lines, colour)
+}
+
+/// Every channel of `a` within `tolerance` of `b`'s (as many channels as the shorter has).
+fn close(a: &[u8], b: &[u8], tolerance: u8) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= tolerance)
 }
 
 /// The pixels of `r` as a tightly packed buffer of `view`'s channel count.

@@ -290,18 +290,8 @@ impl MatchingConfig {
     pub fn candidate_options(
         &self,
     ) -> Result<crate::hashing::candidates::CandidateOptions, String> {
-        let mut o = crate::hashing::candidates::CandidateOptions::default();
-        for c in &self.candidates {
-            match c.as_str() {
-                "border" => o.border = true,
-                other => {
-                    return Err(format!(
-                        "matching.candidates: unknown candidate {other:?} (known: \"border\")"
-                    ));
-                }
-            }
-        }
-        Ok(o)
+        crate::hashing::candidates::CandidateOptions::from_kinds(&self.candidates)
+            .map_err(|e| format!("matching.candidates: {e}"))
     }
 }
 

@@ -278,17 +278,21 @@ pub fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
                 })?,
         )
     };
-    let candidate = match m.candidate.as_str() {
-        "" => None,
-        crate::hashing::candidates::BORDER_REMOVED => {
-            Some(crate::hashing::candidates::BORDER_REMOVED)
-        }
-        other => {
-            return Err(invalid(
-                "invalid",
-                format!("matches: unknown candidate {other:?}"),
-            ));
-        }
+    let candidate = if m.candidate.is_empty() {
+        None
+    } else {
+        Some(
+            crate::hashing::candidates::NAMES
+                .iter()
+                .copied()
+                .find(|n| *n == m.candidate)
+                .ok_or_else(|| {
+                    invalid(
+                        "invalid",
+                        format!("matches: unknown candidate {:?}", m.candidate),
+                    )
+                })?,
+        )
     };
     let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
     Ok(Match {

@@ -7,17 +7,24 @@ use pb::list_service_client::ListServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-pub async fn start(f: impl FnOnce(&mut ServiceConfig)) -> (Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+/// The tests' configuration: loopback on a free port, data under `dir`, no demo list, quick
+/// refresh, metrics on a free port.
+pub fn test_config(dir: &std::path::Path) -> ServiceConfig {
     let mut c = ServiceConfig {
         listen: "127.0.0.1:0".into(),
-        data: dir.path().join("data"),
+        data: dir.join("data"),
         demo_list: false,
         refresh_interval_ms: 200,
         drain_timeout_secs: 20,
         ..ServiceConfig::default()
     };
     c.metrics.listen = "127.0.0.1:0".into();
+    c
+}
+
+pub async fn start(f: impl FnOnce(&mut ServiceConfig)) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(dir.path());
     f(&mut c);
     // As `baken serve` starts it: the real report store from the configuration.
     let r = service::Server::new(c).start().await.unwrap();
