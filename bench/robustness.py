@@ -44,7 +44,28 @@ ALGOS = [
     ("imagehash phash", 64, "imagehash", False),
     ("imagehash dhash", 64, "imagehash", False),
     ("imagehash ahash", 64, "imagehash", False),
+    # Issue 14: query-side candidates (border, frame, deskew) beside the product, and the peers
+    # that address the same edits.
+    ("Baken pdq + candidates", 256, "candidates", True),
+    ("pytx unletterbox pdq", 256, "unletterbox", False),
+    ("imagehash crop_resistant", 64, "crop_resistant", False),
 ]
+# `baken hash --candidates` kinds, and how `baken match --candidates` treats them
+# (src/index MatchConfig defaults): derived views match within min(list threshold, 24) and only
+# at PDQ quality >= 60. In this benchmark's single distance column a candidate's distance is
+# shifted by PDQ_THRESHOLD - CANDIDATE_THRESHOLD, so that "distance <= 31" is the product's rule
+# for the whole image and its candidates alike (curves: whole <= t, candidates <= t - 7).
+CANDIDATES = "border,frame,deskew"
+CANDIDATE_THRESHOLD = 24
+CANDIDATE_QUALITY_FLOOR = 60
+# python-threatexchange's `--photo-preprocess=unletterbox` (threatexchange/content_type/
+# preprocess/unletterboxing.py at facebook/ThreatExchange baefb4ed): each side's rows/columns
+# are bars while every pixel has r, g, b <= T (the CLI's --black-threshold default 15); the crop
+# is re-encoded in the source format (JPEG at Pillow's default quality 75) before hashing.
+UNLETTERBOX_T = 15
+# imagehash.crop_resistant_hash defaults (dhash per segment); ImageMultiHash.matches' default:
+# one segment within 25 % of 64 bits.
+CROP_RESISTANT_THRESHOLD = 16
 PRODUCT = "Baken pdq (8 dihedrals)"  # what `baken match` does with a PDQ list
 
 WATERMARK = "(c) sample photo 2026 - do not copy"
@@ -130,20 +151,65 @@ def _transforms():
         f = float(rng.uniform(0.6, 0.8))
         return scale(canvas, cw * f, ch * f), "PNG", {}
 
+    def letterbox(aspect, coloured):
+        # Fit into a canvas of another aspect (portrait 9:16 for a landscape photo, landscape
+        # 16:9 for a portrait one), bars black or a random colour, as a phone story or a video
+        # frame does.
+        def f(im, rng):
+            w, h = im.size
+            a = aspect if w >= h else 1 / aspect
+            cw, ch = (w, round(w / a)) if w / h > a else (round(h * a), h)
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3)) if coloured else (0, 0, 0)
+            out = Image.new("RGB", (max(cw, w), max(ch, h)), colour)
+            out.paste(im, ((out.size[0] - w) // 2, (out.size[1] - h) // 2))
+            return out, "PNG", {}
+        return f
+
+    def photo_border(im, rng):
+        # The "blurred copy" background social apps add: the photo scaled to cover a square
+        # canvas, blurred, with the photo itself at the centre.
+        w, h = im.size
+        side = max(w, h)
+        bg = im.resize((side, side), Image.BILINEAR).filter(ImageFilter.GaussianBlur(side / 30))
+        bg.paste(im, ((side - w) // 2, (side - h) // 2))
+        return bg, "PNG", {}
+
+    def meme(im, rng):
+        # A white caption band above the photo (a fifth of its height) with black text.
+        w, h = im.size
+        band = max(12, h // 5)
+        out = Image.new("RGB", (w, h + band), (255, 255, 255))
+        out.paste(im, (0, band))
+        d = ImageDraw.Draw(out)
+        font = ImageFont.load_default(size=max(10, band // 3))
+        d.text((w // 20, band // 3), "when the photo is known", font=font, fill=(0, 0, 0))
+        return out, "PNG", {}
+
+    def crop_resize(frac):
+        def f(im, rng):
+            c, _, _ = crop(frac)(im, rng)
+            return c.resize(im.size, Image.LANCZOS), "PNG", {}
+        return f
+
     T = Image.Transpose
     return [
         ("original (PNG)", lambda im, rng: (im, "PNG", {})),
         ("jpeg q95", jpeg(95)), ("jpeg q70", jpeg(70)), ("jpeg q50", jpeg(50)), ("jpeg q30", jpeg(30)),
         ("resize 0.5x", lambda im, rng: (scale(im, im.size[0] / 2, im.size[1] / 2), "PNG", {})),
         ("resize 256px", lambda im, rng: (scale(im, *(s * 256 / max(im.size) for s in im.size)), "PNG", {})),
-        ("crop 5%", crop(0.05)), ("crop 10%", crop(0.10)), ("crop 20%", crop(0.20)),
+        ("crop 5%", crop(0.05)), ("crop 10%", crop(0.10)), ("crop 20%", crop(0.20)), ("crop 30%", crop(0.30)),
+        ("crop 10% + resize", crop_resize(0.10)),
         ("pad 10%", pad(0.10)), ("pad 20%", pad(0.20)),
+        ("letterbox 9:16 black", letterbox(9 / 16, False)), ("letterbox 1:1 coloured", letterbox(1.0, True)),
+        ("photo border", photo_border),
         ("rot90", lambda im, rng: (im.transpose(T.ROTATE_90), "PNG", {})),
         ("rot180", lambda im, rng: (im.transpose(T.ROTATE_180), "PNG", {})),
         ("rot270", lambda im, rng: (im.transpose(T.ROTATE_270), "PNG", {})),
         ("hflip", lambda im, rng: (im.transpose(T.FLIP_LEFT_RIGHT), "PNG", {})),
         ("vflip", lambda im, rng: (im.transpose(T.FLIP_TOP_BOTTOM), "PNG", {})),
+        ("rotate +2°", rotate(2)), ("rotate -2°", rotate(-2)),
         ("rotate +4°", rotate(4)), ("rotate -4°", rotate(-4)),
+        ("rotate +8°", rotate(8)), ("rotate -8°", rotate(-8)),
         ("greyscale", lambda im, rng: (im.convert("L"), "PNG", {})),
         ("gamma 0.7", gamma(0.7)), ("gamma 1.4", gamma(1.4)),
         ("blur σ=2", lambda im, rng: (im.filter(ImageFilter.GaussianBlur(2)), "PNG", {})),
@@ -151,6 +217,7 @@ def _transforms():
         ("watermark text", watermark),
         ("aspect w×1.3", lambda im, rng: (scale(im, im.size[0] * 1.3, im.size[1]), "PNG", {})),
         ("screenshot", screenshot),
+        ("meme caption", meme),
     ]
 
 
@@ -171,12 +238,35 @@ def load_rgb(path):
     return im.convert("RGB")
 
 
+def unletterbox(im, fmt):
+    """python-threatexchange's unletterbox, re-implemented from its source (see UNLETTERBOX_T)."""
+    import io
+    from PIL import Image
+    black = (np.asarray(im.convert("RGB")) <= UNLETTERBOX_T).all(axis=2)
+    rows, cols = black.all(axis=1), black.all(axis=0)
+    if rows.all():
+        return im  # pytx raises on an all-black image; nothing to hash differently
+    top = int(np.argmin(rows)); bottom = int(np.argmin(rows[::-1]))
+    left = int(np.argmin(cols)); right = int(np.argmin(cols[::-1]))
+    w, h = im.size
+    out = im.crop((left, top, w - right, h - bottom))
+    buf = io.BytesIO()
+    out.save(buf, format=fmt)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
 def peer_hashes(path):
     import imagehash, pdqhash
+    from PIL import Image
     im = load_rgb(path)
     dih, q = pdqhash.compute_dihedral(np.asarray(im))
     pack64 = lambda h: int.from_bytes(np.packbits(h.hash.flatten()).tobytes(), "big")
+    ub, ubq = pdqhash.compute(np.asarray(unletterbox(im, Image.open(path).format or "PNG")))
+    crh = imagehash.crop_resistant_hash(im)
     return {
+        "unletterbox": np.packbits(np.asarray(ub, dtype=np.uint8)).tobytes(),
+        "unletterbox_quality": int(ubq),
+        "crop_resistant": [pack64(s) for s in crh.segment_hashes],
         "pdq": b"".join(np.packbits(np.asarray(v, dtype=np.uint8)).tobytes() for v in dih),
         "pdq_quality": int(q),
         "phash": pack64(imagehash.phash(im)),
@@ -211,8 +301,9 @@ def baken_hash(paths):
     out = []
     for i in range(0, len(paths), 400):
         chunk = paths[i:i + 400]
-        r = subprocess.run([BAKEN, "hash", "--algo", "pdq,phash,dhash,ahash,blockhash", "--threads",
-                            str(os.cpu_count() or 1)] + chunk, capture_output=True, text=True)
+        r = subprocess.run([BAKEN, "hash", "--algo", "pdq,phash,dhash,ahash,blockhash", "--candidates",
+                            CANDIDATES, "--threads", str(os.cpu_count() or 1)] + chunk,
+                           capture_output=True, text=True)
         lines = r.stdout.strip().splitlines()
         if len(lines) != len(chunk):
             sys.exit(f"baken hash printed {len(lines)} lines for {len(chunk)} files:\n{r.stderr[-2000:]}")
@@ -224,6 +315,8 @@ def baken_hash(paths):
             out.append({
                 "pdq": b"".join(bytes.fromhex(h) for h in o["pdq"]["dihedral"]),
                 "pdq_quality": o["pdq"]["quality"],
+                "candidates": [(c["name"], b"".join(bytes.fromhex(h) for h in c["pdq"]["dihedral"]),
+                                c["pdq"]["quality"]) for c in o.get("candidates", [])],
                 **{k: int(o[k], 16) for k in ("phash", "dhash", "ahash", "blockhash")},
             })
     return out
@@ -383,18 +476,69 @@ def main():
     syn_pdq = rec["pdq"]
     syn64 = {k: rec["h"][:, j].astype(np.uint64) for j, k in enumerate(("phash", "dhash", "ahash", "blockhash"))}
     n_distractors = {}
+    cand_matched = collections.Counter()  # (transform, candidate name) -> queries found by it
     for name, bits, src, dihedral in ALGOS:
         key = name.split()[-1] if bits == 64 else "pdq"
-        if bits == 256:
-            q, qual, ok = pdq_arr(src, qkeys)
-            ent, _, eok = pdq_arr(src, [(i, -1) for i, _ in qkeys])
-            dq, _, dok = pdq_arr(src, dkeys)
+        if src == "candidates":
+            q, qual, ok = pdq_arr("baken", qkeys)
+            ent, _, eok = pdq_arr("baken", [(i, -1) for i, _ in qkeys])
+            dq, _, dok = pdq_arr("baken", dkeys)
+            db = np.concatenate([dq[dok, 0], syn_pdq])
+            usable = ok & eok & (qual >= PDQ_QUALITY_FLOOR)
+            dist = ham256(q, ent[:, :1]).min(axis=1)
+            near = nearest(db, q.reshape(-1, 32), 256).reshape(len(qkeys), -1).min(axis=1)
+            near_real = nearest(dq[dok, 0], q.reshape(-1, 32), 256).reshape(len(qkeys), -1).min(axis=1)
+            dist, near, near_real = (np.where(usable, x, 10**6) for x in (dist, near, near_real))
+            owner, cname, cq = [], [], []
+            for n, (i, t) in enumerate(qkeys):
+                for cn, hb, cqual in (baken.get((i, t)) or {}).get("candidates", []):
+                    if cqual >= CANDIDATE_QUALITY_FLOOR and eok[n]:
+                        owner.append(n); cname.append(cn); cq.append(np.frombuffer(hb, np.uint8).reshape(8, 32))
+            if owner:
+                owner = np.array(owner); cq = np.stack(cq)
+                shift = PDQ_THRESHOLD - CANDIDATE_THRESHOLD
+                cd = ham256(cq, ent[owner, :1]).min(axis=1) + shift
+                cn_ = nearest(db, cq.reshape(-1, 32), 256).reshape(len(owner), -1).min(axis=1) + shift
+                cr_ = nearest(dq[dok, 0], cq.reshape(-1, 32), 256).reshape(len(owner), -1).min(axis=1) + shift
+                for n, d, c in zip(owner, cd, cname):
+                    if d <= PDQ_THRESHOLD and dist[n] > PDQ_THRESHOLD:
+                        cand_matched[(names[qtrans[n]], c)] += 1
+                np.minimum.at(dist, owner, cd)
+                np.minimum.at(near, owner, cn_)
+                np.minimum.at(near_real, owner, cr_)
+            raw = np.where(ok, dist, -1)
+            thr, curve = PDQ_THRESHOLD, PDQ_CURVE
+        elif src == "crop_resistant":
+            segs = lambda keys: [col("imagehash", i, t, "crop_resistant") or [] for i, t in keys]
+            qs, es, ds = segs(qkeys), segs([(i, -1) for i, _ in qkeys]), segs(dkeys)
+            ok = np.array([len(x) > 0 for x in qs]) & np.array([len(x) > 0 for x in es])
+            dist = np.array([ham64(np.array(a, np.uint64)[:, None], np.array(b, np.uint64)[None, :]).min()
+                             if len(a) and len(b) else 10**6 for a, b in zip(qs, es)])
+            flat_d = np.array([h for x in ds for h in x], np.uint64)
+            flat_q = np.array([h for x in qs for h in x], np.uint64)
+            own = np.repeat(np.arange(len(qs)), [len(x) for x in qs])
+            nd = nearest(flat_d, flat_q, 64)
+            near = np.full(len(qs), 10**6)
+            np.minimum.at(near, own, nd)
+            near_real, db, qual, usable = near, flat_d, None, ok
+            raw = np.where(ok, dist, -1)
+            thr, curve = CROP_RESISTANT_THRESHOLD, BITS64_CURVE
+        elif bits == 256:
+            pk = "unletterbox" if src == "unletterbox" else "pdq"
+            hsrc = "pdqhash" if src == "unletterbox" else src
+            q, qual, ok = pdq_arr(hsrc, qkeys)
+            if src == "unletterbox":
+                q = np.stack([np.frombuffer(col("pdqhash", i, t, "unletterbox"), np.uint8) for i, t in qkeys])[:, None]
+                qual = np.array([col("pdqhash", i, t, "unletterbox_quality") for i, t in qkeys])
+            ent, _, eok = pdq_arr(hsrc, [(i, -1) for i, _ in qkeys])
+            dq, _, dok = pdq_arr(hsrc, dkeys)
             db = np.concatenate([dq[dok, 0], syn_pdq])  # list entries are stored originals
             variants = q if dihedral else q[:, :1]
             dist = ham256(variants, ent[:, :1]).min(axis=1)
             near = nearest(db, variants.reshape(-1, 32), 256).reshape(len(qkeys), -1).min(axis=1)
             near_real = nearest(dq[dok, 0], variants.reshape(-1, 32), 256).reshape(len(qkeys), -1).min(axis=1)
             usable = ok & eok & (qual >= PDQ_QUALITY_FLOOR)  # below the floor: never matched
+            raw = np.where(ok, dist, -1)
             thr, curve = PDQ_THRESHOLD, PDQ_CURVE
         else:
             q = h64_arr(src, key, qkeys)
@@ -409,9 +553,9 @@ def main():
             near_real = nearest(dh, q, 64)
             usable = ok & np.array([col(src, i, -1, key) is not None for i, _ in qkeys])
             qual = None
+            raw = np.where(ok, dist, -1)
             thr, curve = BITS64_THRESHOLD, BITS64_CURVE
         n_distractors[name] = len(db)
-        raw = np.where(ok, dist, -1)  # the distance itself, floor or not, for the median
         dist = np.where(usable, dist, 10**6)
         near = np.where(usable, near, 10**6)
         near_real = np.where(usable, near_real, 10**6)
@@ -471,7 +615,7 @@ def main():
         "seed": a.seed, "quick": a.quick, "photos": len(rows), "groups": ngroups, "listed": nlist,
         "distract": len(distract), "transforms": nt, "queries": len(qkeys), "synthetic": nsyn,
         "syn_info": syn_info, "n_distractors": n_distractors, "agree": agree, "baken_failed": missing,
-        "t_hash": t_hash, "total": total,
+        "t_hash": t_hash, "total": total, "cand_matched": cand_matched,
     }
     # The smoke run writes its doc next to its results (not committed), through the same code.
     doc = os.path.join(outdir, "robustness.md") if a.quick else os.path.join(ROOT, "docs", "robustness.md")
@@ -498,7 +642,8 @@ def plot(curves, path, nq):
             y = [c["recall"] for c in cs]
             style = "-" if src == "baken" else "--"
             line, = ax.plot(x, y, style, label=name, lw=1.4)
-            thr = PDQ_THRESHOLD if bits == 256 else BITS64_THRESHOLD
+            thr = CROP_RESISTANT_THRESHOLD if src == "crop_resistant" else (
+                PDQ_THRESHOLD if bits == 256 else BITS64_THRESHOLD)
             fixed = next(c for c in cs if c["t"] == thr)
             ax.plot([max(fixed["fpr"], floor)], [fixed["recall"]], "o", color=line.get_color())
         ax.set_xscale("log")

@@ -1,7 +1,8 @@
 //! Query-side candidates (issue 14) as a user meets them: a PDQ list of originals, copies of
 //! those originals inside borders (letterbox, pillarbox, padding; black, white, grey, coloured),
 //! and unrelated pictures inside the same borders, through `baken match --candidates border`.
-//! Plus the report of a candidate match, which names the candidate.
+//! Plus rotated copies (deskew) and copies inside a screenshot-like window (frame), and the
+//! report of a candidate match, which names the candidate.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use baken::decode::DecodeLimits;
 use baken::engine::Engine;
 use baken::hashing::PdqMode;
-use baken::hashing::candidates::{BORDER_REMOVED, CandidateOptions};
+use baken::hashing::candidates::{BORDER_REMOVED, CandidateOptions, DESKEWED, FRAME_REMOVED};
 use baken::index::{MatchConfig, Matcher};
 use baken::reports::MatchDetail;
 use baken::store::Store;
@@ -180,6 +181,132 @@ fn bordered_copies_match_through_the_border_removed_candidate() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// `img` (w×h RGB) rotated `deg` counter-clockwise as seen about its centre on the same
+/// canvas, bilinear, corners black: what an image editor's "rotate" without "expand" gives.
+fn rotated(img: &[u8], w: u32, h: u32, deg: f64) -> Vec<u8> {
+    let (w, h) = (w as usize, h as usize);
+    let (s, c) = deg.to_radians().sin_cos();
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let mut out = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+            let sx = dx * c - dy * s + cx;
+            let sy = dx * s + dy * c + cy;
+            if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f64 || sy > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx as usize, sy as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            for ch in 0..3 {
+                let p = |x: usize, y: usize| f64::from(img[(y * w + x) * 3 + ch]);
+                let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
+                let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
+                out[(y * w + x) * 3 + ch] = (top * (1.0 - fy) + bottom * fy).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `img` shown in a window: a dark title bar with tabs, a light side panel, a status bar.
+fn windowed(img: &[u8], w: u32, h: u32) -> (Vec<u8>, u32, u32) {
+    let (w, h) = (w as usize, h as usize);
+    let (cw, ch) = (w * 5 / 4, h * 3 / 2);
+    let (bar, status, side) = (ch / 12, ch / 20, w / 5);
+    let (px, py) = (side + 8, bar + 12);
+    let mut out = Vec::with_capacity(cw * ch * 3);
+    for y in 0..ch {
+        for x in 0..cw {
+            let col: [u8; 3] = if y < bar {
+                if y > bar / 3 && (x * 7 / cw) % 2 == 1 {
+                    [80, 80, 86]
+                } else {
+                    [45, 45, 48]
+                }
+            } else if y >= ch - status {
+                [220, 220, 224]
+            } else if x < side {
+                [232, 232, 236]
+            } else {
+                [242, 242, 242]
+            };
+            out.extend_from_slice(&col);
+        }
+    }
+    for y in 0..h {
+        let at = ((py + y) * cw + px) * 3;
+        out[at..at + w * 3].copy_from_slice(&img[y * w * 3..(y + 1) * w * 3]);
+    }
+    (out, cw as u32, ch as u32)
+}
+
+#[test]
+fn rotated_and_windowed_copies_match_through_deskew_and_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut originals, mut copies, mut unrelated) = (Vec::new(), Vec::new(), Vec::new());
+    let mut expect = Vec::new();
+    for seed in 0..3u64 {
+        let px = common::generated_image(W, H, 3, 700 + seed);
+        let p = dir.path().join(format!("orig-{seed}.png"));
+        save_png(&p, &px, W, H);
+        originals.push(p);
+        let other = common::generated_image(W, H, 3, 900 + seed);
+        for (i, deg) in [3.0, -4.0, 6.0].into_iter().enumerate() {
+            for (pic, out, kind) in [
+                (&px, &mut copies, "copy"),
+                (&other, &mut unrelated, "other"),
+            ] {
+                let p = dir.path().join(format!("rot-{kind}-{seed}-{i}.png"));
+                save_png(&p, &rotated(pic, W, H, deg), W, H);
+                out.push(p);
+            }
+            expect.push((seed, DESKEWED));
+        }
+        for (pic, out, kind) in [
+            (&px, &mut copies, "copy"),
+            (&other, &mut unrelated, "other"),
+        ] {
+            let (s, sw, sh) = windowed(pic, W, H);
+            let p = dir.path().join(format!("win-{kind}-{seed}.png"));
+            save_png(&p, &s, sw, sh);
+            out.push(p);
+        }
+        expect.push((seed, FRAME_REMOVED));
+    }
+    list_of(&data, dir.path(), &originals);
+    let plain = match_lines(&data, &copies, &[]);
+    assert!(
+        plain.iter().all(|l| pdq_matches(l).is_empty()),
+        "plain PDQ already finds some: {plain:?}"
+    );
+    let all = ["--candidates", "border,frame,deskew"];
+    for (line, (seed, candidate)) in match_lines(&data, &copies, &all).iter().zip(&expect) {
+        let m = pdq_matches(line);
+        assert_eq!(m.len(), 1, "{line}");
+        assert_eq!(m[0]["entry"], format!("orig-{seed}"), "{line}");
+        assert_eq!(m[0]["candidate"], *candidate, "{line}");
+        assert!(m[0]["distance"].as_u64().unwrap() <= 24, "{line}");
+    }
+    for line in match_lines(&data, &unrelated, &all) {
+        assert!(line["matches"].as_array().unwrap().is_empty(), "{line}");
+    }
+
+    // `baken hash` shows the views: the deskewed one with the angle it undid.
+    let out = baken(&data)
+        .args(["hash", "--algo", "pdq", "--candidates", "deskew"])
+        .arg(&copies[1])
+        .output()
+        .unwrap();
+    let v = &json_lines(&out.stdout)[0];
+    let c = &v["candidates"][0];
+    assert_eq!(c["name"], DESKEWED, "{v}");
+    let angle = c["angle"].as_f64().unwrap();
+    assert!((angle + 4.0).abs() < 0.3, "{v}");
 }
 
 #[test]

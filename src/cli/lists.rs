@@ -139,7 +139,12 @@ pub struct MatchingArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CandidateKind {
+    /// The picture inside a uniform border of any colour (letterbox, pillarbox, padding).
     Border,
+    /// The picture rotated back, when it sits rotated in its canvas (fill-coloured corners).
+    Deskew,
+    /// The picture inside a frame of flat regions (a screenshot's UI, a caption band).
+    Frame,
 }
 
 impl CandidateKind {
@@ -147,6 +152,8 @@ impl CandidateKind {
     pub fn options(kinds: &[CandidateKind]) -> baken::hashing::candidates::CandidateOptions {
         baken::hashing::candidates::CandidateOptions {
             border: kinds.contains(&CandidateKind::Border),
+            deskew: kinds.contains(&CandidateKind::Deskew),
+            frame: kinds.contains(&CandidateKind::Frame),
             ..Default::default()
         }
     }

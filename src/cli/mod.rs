@@ -105,8 +105,9 @@ struct HashArgs {
     limits: LimitArgs,
     #[command(flatten)]
     video: VideoArgs,
-    /// Also hash derived views of each image, comma-separated: `border` (the image inside a
-    /// uniform border removed); printed under `candidates` with their region.
+    /// Also hash derived views of each image, comma-separated: `border` (a uniform border
+    /// removed), `frame` (a frame of flat UI regions removed), `deskew` (a small rotation
+    /// undone); printed under `candidates` with their region.
     #[arg(long, value_delimiter = ',', value_enum)]
     candidates: Vec<lists::CandidateKind>,
     /// Worker threads (default: all cores).

@@ -298,10 +298,11 @@ impl Hasher {
                     self.opts.pdq_mode,
                 )
                 .into_iter()
-                .map(|(name, region, h)| candidates::CandidateOutput {
-                    name,
-                    region,
-                    pdq: PdqOutput::new(&h, self.opts.pdq_mode, false),
+                .map(|c| candidates::CandidateOutput {
+                    name: c.name,
+                    region: [c.region.x0, c.region.y0, c.region.x1, c.region.y1],
+                    angle: c.angle,
+                    pdq: PdqOutput::new(&c.hash, self.opts.pdq_mode, false),
                 })
                 .collect();
             }

@@ -297,6 +297,22 @@ pub fn pdq_hash(view: PixelView<'_>, mode: PdqMode) -> PdqHash {
     }
 }
 
+/// The luma PDQ hashes, one float per pixel (row-major), for views derived from the image (a
+/// rotation) that are built in luma rather than in RGB.
+pub fn luma_image(view: PixelView<'_>) -> Vec<f32> {
+    let n = view.width * view.height;
+    match view.channels {
+        3 => {
+            let t = luma_tables();
+            view.data[..n * 3]
+                .chunks_exact(3)
+                .map(|p| luma_rgb(t, p[0], p[1], p[2]))
+                .collect()
+        }
+        _ => view.data[..n].iter().map(|&v| f32::from(v)).collect(),
+    }
+}
+
 /// Hash a float luma image directly (row-major, `width * height` values).
 pub fn pdq_hash_luma(luma: &[f32], width: usize, height: usize) -> PdqHash {
     struct FloatRows<'a>(&'a [f32], usize, usize);

@@ -1,114 +1,8 @@
-//! Query-side candidates: extra views of a query image whose PDQ can match a listed original
-//! that the whole image's PDQ misses. PDQ is computed over the whole picture, so a border added
-//! around a known image (letterbox, pillarbox, padding of any colour) moves most of its bits;
-//! removing the border before hashing recovers the original framing. Candidates work against
-//! any PDQ list, with no data beyond the hashes.
-//!
-//! Each candidate is a crop of the decoded pixels, never re-encoded: the bytes stay in memory
-//! for the call only, as the whole image does.
+//! Border removal: the picture inside a uniform border of any colour (letterbox, pillarbox,
+//! padding). PDQ is computed over the whole frame, so a border moves most of its bits.
 
-use serde::Serialize;
-
-use super::PdqOutput;
-use super::pdq::{self, PdqHash, PdqMode, PixelView};
-
-/// Which derived views to hash. Off by default: each costs a PDQ and some false-match risk,
-/// and is turned on where measurements justify it (docs/robustness.md).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct CandidateOptions {
-    /// The image inside a uniform border of any colour (letterbox, pillarbox, padding).
-    pub border: bool,
-    pub border_params: BorderParams,
-}
-
-impl CandidateOptions {
-    /// Every candidate kind on, with default parameters.
-    pub fn all() -> Self {
-        CandidateOptions {
-            border: true,
-            ..Default::default()
-        }
-    }
-
-    pub fn any(&self) -> bool {
-        self.border
-    }
-
-    /// The kinds a configuration names (`"border"`), or a message naming the unknown one.
-    pub fn from_kinds<S: AsRef<str>>(kinds: &[S]) -> Result<Self, String> {
-        let mut o = CandidateOptions::default();
-        for k in kinds {
-            match k.as_ref() {
-                "border" => o.border = true,
-                other => {
-                    return Err(format!("unknown candidate {other:?} (known: \"border\")"));
-                }
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// The name of the border-removal candidate, in outputs, matches and reports.
-pub const BORDER_REMOVED: &str = "border_removed";
-
-/// Every name a candidate match can carry.
-pub const NAMES: [&str; 1] = [BORDER_REMOVED];
-
-/// One derived view's PDQ, and where in the image the view is (`[x0, y0, x1, y1]`, pixels of
-/// the decoded image).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CandidateOutput {
-    pub name: &'static str,
-    pub region: [usize; 4],
-    pub pdq: PdqOutput,
-}
-
-/// The PDQ of each derived view `opts` asks for that applies to this image.
-pub fn hash_candidates(
-    view: PixelView<'_>,
-    opts: &CandidateOptions,
-    mode: PdqMode,
-) -> Vec<(&'static str, [usize; 4], PdqHash)> {
-    let mut out = Vec::new();
-    let boxes = if opts.border {
-        border_boxes(view, &opts.border_params)
-    } else {
-        Vec::new()
-    };
-    for r in boxes {
-        let pixels = crop(view, r);
-        let h = pdq::pdq_hash(
-            PixelView {
-                width: r.width(),
-                height: r.height(),
-                channels: view.channels,
-                data: &pixels,
-            },
-            mode,
-        );
-        out.push((BORDER_REMOVED, [r.x0, r.y0, r.x1, r.y1], h));
-    }
-    out
-}
-
-/// A region of an image in pixels: columns `x0..x1`, rows `y0..y1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    pub x0: usize,
-    pub y0: usize,
-    pub x1: usize,
-    pub y1: usize,
-}
-
-impl Rect {
-    pub fn width(&self) -> usize {
-        self.x1 - self.x0
-    }
-    pub fn height(&self) -> usize {
-        self.y1 - self.y0
-    }
-}
+use super::Rect;
+use crate::hashing::pdq::PixelView;
 
 /// How a uniform border is told from the picture.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -285,24 +179,14 @@ fn scan<'a>(
 }
 
 /// Every channel of `a` within `tolerance` of `b`'s (as many channels as the shorter has).
-fn close(a: &[u8], b: &[u8], tolerance: u8) -> bool {
+pub(super) fn close(a: &[u8], b: &[u8], tolerance: u8) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= tolerance)
-}
-
-/// The pixels of `r` as a tightly packed buffer of `view`'s channel count.
-pub fn crop(view: PixelView<'_>, r: Rect) -> Vec<u8> {
-    let c = view.channels;
-    let mut out = Vec::with_capacity(r.width() * r.height() * c);
-    for y in r.y0..r.y1 {
-        let row = (y * view.width + r.x0) * c;
-        out.extend_from_slice(&view.data[row..row + r.width() * c]);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hashing::candidates::crop;
 
     /// A deterministic "photo": smooth gradients plus texture, nowhere flat.
     fn photo(w: usize, h: usize) -> Vec<u8> {
