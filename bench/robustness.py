@@ -47,6 +47,7 @@ ALGOS = [
     # Issue 14: query-side candidates (border, frame, deskew) beside the product, and the peers
     # that address the same edits.
     ("Baken pdq + candidates", 256, "candidates", True),
+    ("Baken pdq + candidates (views at 31)", 256, "candidates31", True),
     ("pytx unletterbox pdq", 256, "unletterbox", False),
     ("imagehash crop_resistant", 64, "crop_resistant", False),
 ]
@@ -255,18 +256,19 @@ def unletterbox(im, fmt):
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def peer_hashes(path):
+def peer_hashes(path, crop_resistant=True):
     import imagehash, pdqhash
     from PIL import Image
     im = load_rgb(path)
     dih, q = pdqhash.compute_dihedral(np.asarray(im))
     pack64 = lambda h: int.from_bytes(np.packbits(h.hash.flatten()).tobytes(), "big")
     ub, ubq = pdqhash.compute(np.asarray(unletterbox(im, Image.open(path).format or "PNG")))
-    crh = imagehash.crop_resistant_hash(im)
+    # crop_resistant_hash is pure Python and 3× the rest together: skipped where not compared.
+    crh = imagehash.crop_resistant_hash(im) if crop_resistant else None
     return {
         "unletterbox": np.packbits(np.asarray(ub, dtype=np.uint8)).tobytes(),
         "unletterbox_quality": int(ubq),
-        "crop_resistant": [pack64(s) for s in crh.segment_hashes],
+        "crop_resistant": [pack64(s) for s in crh.segment_hashes] if crh else None,
         "pdq": b"".join(np.packbits(np.asarray(v, dtype=np.uint8)).tobytes() for v in dih),
         "pdq_quality": int(q),
         "phash": pack64(imagehash.phash(im)),
@@ -278,7 +280,7 @@ def peer_hashes(path):
 def work(job):
     """One corpus photo: write its transforms into `outdir`, hash original and transforms with
     the peers. Returns [(transform index or -1 for the original, path, peer hashes)]."""
-    seed, idx, src, outdir = job
+    seed, idx, src, outdir, listed = job
     out = [(-1, src, peer_hashes(src))]
     im = load_rgb(src)
     for t, (_, fn) in enumerate(_transforms()):
@@ -288,7 +290,9 @@ def work(job):
         if fmt == "PNG":
             opts = {"compress_level": 1}  # lossless either way; level 1 is fast
         timg.save(path, fmt, **opts)
-        out.append((t, path, peer_hashes(path)))
+        # The distractor side's transforms are distractors for the PDQ rows; imagehash's
+        # crop_resistant is compared with the distractor-side originals only.
+        out.append((t, path, peer_hashes(path, crop_resistant=listed)))
     return idx, out
 
 
@@ -412,7 +416,7 @@ def main():
         with ProcessPoolExecutor(a.jobs, mp_context=get_context("fork")) as pool:
             chunk = 24
             for c0 in range(0, len(photos), chunk):
-                jobs = [(a.seed, i, os.path.join(CORPUS, photos[i]["file"]), tmp)
+                jobs = [(a.seed, i, os.path.join(CORPUS, photos[i]["file"]), tmp, i < nlist)
                         for i in range(c0, min(len(photos), c0 + chunk))]
                 keys, paths = [], []
                 for idx, res in pool.map(work, jobs):
@@ -479,7 +483,7 @@ def main():
     cand_matched = collections.Counter()  # (transform, candidate name) -> queries found by it
     for name, bits, src, dihedral in ALGOS:
         key = name.split()[-1] if bits == 64 else "pdq"
-        if src == "candidates":
+        if src in ("candidates", "candidates31"):
             q, qual, ok = pdq_arr("baken", qkeys)
             ent, _, eok = pdq_arr("baken", [(i, -1) for i, _ in qkeys])
             dq, _, dok = pdq_arr("baken", dkeys)
@@ -496,12 +500,12 @@ def main():
                         owner.append(n); cname.append(cn); cq.append(np.frombuffer(hb, np.uint8).reshape(8, 32))
             if owner:
                 owner = np.array(owner); cq = np.stack(cq)
-                shift = PDQ_THRESHOLD - CANDIDATE_THRESHOLD
+                shift = PDQ_THRESHOLD - CANDIDATE_THRESHOLD if src == "candidates" else 0
                 cd = ham256(cq, ent[owner, :1]).min(axis=1) + shift
                 cn_ = nearest(db, cq.reshape(-1, 32), 256).reshape(len(owner), -1).min(axis=1) + shift
                 cr_ = nearest(dq[dok, 0], cq.reshape(-1, 32), 256).reshape(len(owner), -1).min(axis=1) + shift
                 for n, d, c in zip(owner, cd, cname):
-                    if d <= PDQ_THRESHOLD and dist[n] > PDQ_THRESHOLD:
+                    if src == "candidates" and d <= PDQ_THRESHOLD and dist[n] > PDQ_THRESHOLD:
                         cand_matched[(names[qtrans[n]], c)] += 1
                 np.minimum.at(dist, owner, cd)
                 np.minimum.at(near, owner, cn_)
@@ -510,7 +514,8 @@ def main():
             thr, curve = PDQ_THRESHOLD, PDQ_CURVE
         elif src == "crop_resistant":
             segs = lambda keys: [col("imagehash", i, t, "crop_resistant") or [] for i, t in keys]
-            qs, es, ds = segs(qkeys), segs([(i, -1) for i, _ in qkeys]), segs(dkeys)
+            qs, es = segs(qkeys), segs([(i, -1) for i, _ in qkeys])
+            ds = segs([(i, t) for i, t in dkeys if t == -1])
             ok = np.array([len(x) > 0 for x in qs]) & np.array([len(x) > 0 for x in es])
             dist = np.array([ham64(np.array(a, np.uint64)[:, None], np.array(b, np.uint64)[None, :]).min()
                              if len(a) and len(b) else 10**6 for a, b in zip(qs, es)])
@@ -728,6 +733,58 @@ def findings(w, by, curves, info):
       "pHash/dHash/aHash (`image_hasher`) and `imagehash` are different functions with similar "
       "recall.")
     w("")
+    cand_findings(w, by, info)
+
+
+# The edits issue 14 targets, grouped as its "must show" names them.
+ISSUE14_GROUPS = [
+    ("padding / letterbox", ["pad 10%", "pad 20%", "letterbox 9:16 black", "letterbox 1:1 coloured"]),
+    ("screenshot / UI framing", ["screenshot", "meme caption", "photo border"]),
+    ("±2° rotation", ["rotate +2°", "rotate -2°"]),
+    ("±4° rotation", ["rotate +4°", "rotate -4°"]),
+    ("±8° rotation", ["rotate +8°", "rotate -8°"]),
+    ("5 % crops", ["crop 5%"]),
+    ("10–30 % crops", ["crop 10%", "crop 20%", "crop 30%", "crop 10% + resize"]),
+]
+CAND = "Baken pdq + candidates"
+CAND31 = "Baken pdq + candidates (views at 31)"
+
+
+def cand_findings(w, by, info):
+    names = TRANSFORM_NAMES[1:]
+    fpr = lambda alg: np.mean([by[(t, alg)]["fpr"] for t in names])
+    fpr_real = lambda alg: np.mean([by[(t, alg)]["fpr_real"] for t in names])
+    w("## Query-side candidates (issue 14)")
+    w("")
+    w(f"`{CAND}` is `baken match --candidates {CANDIDATES}` with the defaults: the image's 8 dihedral "
+      f"PDQs within {PDQ_THRESHOLD}, and each derived view (border removed, frame removed, "
+      f"deskewed; at most 5) with its 8 dihedrals within {CANDIDATE_THRESHOLD}, at PDQ quality ≥ "
+      f"{CANDIDATE_QUALITY_FLOOR}. `{CAND31}` matches the views within {PDQ_THRESHOLD} too, to show "
+      "what the stricter view threshold costs and buys. `pytx unletterbox pdq` is "
+      f"python-threatexchange's `--photo-preprocess=unletterbox` (black bars only, r, g, b ≤ "
+      f"{UNLETTERBOX_T}, every pixel of a line), then PDQ; `imagehash crop_resistant` is "
+      "`crop_resistant_hash` (dhash of each bright/dark segment's box) with `ImageMultiHash.matches`' "
+      f"default (one segment within {CROP_RESISTANT_THRESHOLD} of 64 bits), against the real-photo "
+      "distractor originals only (it is pure Python: 3× the other hashes together).")
+    w("")
+    algs = [PRODUCT, CAND, CAND31, "pytx unletterbox pdq", "imagehash crop_resistant"]
+    w("| edits | " + " | ".join(algs) + " |")
+    w("|---|" + "---|" * len(algs))
+    for g, ts in ISSUE14_GROUPS:
+        w(f"| {g} ({', '.join(ts)}) | " + " | ".join(
+            pct(np.mean([by[(t, a)]["recall"] for t in ts])) for a in algs) + " |")
+    w("| FPR per query, all distractors | " + " | ".join(f"{fpr(a):.5f}" for a in algs) + " |")
+    w("| FPR per query, real photos only | " + " | ".join(f"{fpr_real(a):.5f}" for a in algs) + " |")
+    w("")
+    cm = info.get("cand_matched") or {}
+    if cm:
+        kinds = collections.Counter()
+        for (t, c), v in cm.items():
+            kinds[c] += v
+        w(f"Queries the image's own PDQ missed and a view found (`{CAND}`), by view: "
+          + ", ".join(f"{c} {v}" for c, v in kinds.most_common()) + "; by transform: "
+          + ", ".join(f"{t} {v}" for (t, c), v in sorted(cm.items(), key=lambda x: -x[1])[:12]) + ".")
+        w("")
 
 
 def pct(x):

@@ -26,10 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CORPUS = os.path.normpath(os.path.join(ROOT, "..", "shared", "corpus"))
 TEMPLATE = os.path.join(BENCH, "benchmarks.md.in")
-STAGES = ["hashing", "scaling", "matching", "store", "scan", "service", "video", "robustness"]
+STAGES = ["hashing", "scaling", "matching", "store", "scan", "service", "video", "candidates", "robustness"]
 # Binaries the suite runs, relative to the cargo target's release directory.
 BINARIES = ["baken", "examples/throughput", "examples/matching_scale", "examples/service_load",
-            "examples/vpdq_scale"]
+            "examples/vpdq_scale", "examples/candidate_cost"]
 # Built and set aside when their source is in the checkout: bench/robustness.py's distractor
 # generator lands from its own branch.
 OPTIONAL_BINARIES = ["examples/distractors"]
@@ -775,6 +775,19 @@ def stage_video(ctx):
 
 # ---------------------------------------------------------------------------------------------
 # Stage 8: robustness (bench/robustness.py, written separately; run when present).
+
+def stage_candidates(ctx):
+    """Per-image cost of the query-side candidates (issue 14), decode excluded."""
+    need_corpus()
+    photos = os.path.join(CORPUS, "photos")
+    reps = "1" if ctx.quick else "5"
+    p = ctx.run(ctx.pinned([ctx.bin("examples/candidate_cost"), "--reps", reps, photos]))
+    lines = p.stdout.strip().splitlines()
+    r = Result()
+    r.markdown = (f"`examples/candidate_cost` over `../shared/corpus/photos`, pinned to one core: {lines[0]}.\n\n"
+                  + "\n".join(lines[1:]))
+    return r
+
 
 def stage_robustness(ctx):
     script = os.path.join(BENCH, "robustness.py")

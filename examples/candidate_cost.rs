@@ -103,7 +103,11 @@ fn main() -> anyhow::Result<()> {
             times[k].push(best);
         }
     }
-    anyhow::ensure!(!pixels.is_empty(), "no decodable image among {} files", list.len());
+    anyhow::ensure!(
+        !pixels.is_empty(),
+        "no decodable image among {} files",
+        list.len()
+    );
     let n = pixels.len();
     println!(
         "{} images, median {:.2} MP, max {:.2} MP; best of {} runs, one thread, decode excluded",

@@ -356,8 +356,9 @@ fn a_candidate_match_names_its_candidate_in_the_report_and_respects_its_threshol
 }
 
 /// Over gRPC, against a real server on 127.0.0.1 configured with `[matching] candidates =
-/// ["border"]`: the bordered copy matches and the `Match` names the candidate; a server
-/// configured with an unknown candidate refuses to start, naming it.
+/// ["border"]`: the bordered copy matches and the `Match` names the candidate, from the image
+/// or from the view's hash alone (MatchHashes, `baken scan --server`); a server configured
+/// with an unknown candidate refuses to start, naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_matches_through_candidates_its_configuration_names() {
     use baken::service::{self, pb};
@@ -405,6 +406,79 @@ async fn the_service_matches_through_candidates_its_configuration_names() {
         ("orig-0", BORDER_REMOVED)
     );
     assert!(m[0].threshold <= 24);
+
+    // Hash-only: the caller derives the view and sends its PDQ named as a candidate; it is
+    // matched under the candidate threshold and the match names it. Unnamed, the same hash
+    // is an ordinary PDQ under the list's threshold; a name that is not a view is refused.
+    let views = baken::hashing::candidates::hash_candidates(
+        baken::hashing::pdq::PixelView {
+            width: fw as usize,
+            height: fh as usize,
+            channels: 3,
+            data: &c,
+        },
+        &CandidateOptions::all(),
+        PdqMode::Full,
+    );
+    let view = &views[0];
+    let value = |candidate: &str| pb::HashValue {
+        r#type: "pdq".into(),
+        value: view.hash.hash.to_hex(),
+        quality: Some(u32::from(view.hash.quality)),
+        dihedral: view.hash.dihedral[1..].iter().map(|h| h.to_hex()).collect(),
+        candidate: candidate.into(),
+    };
+    let ask = |candidate: &str| pb::MatchHashesRequest {
+        hashes: vec![value(candidate)],
+        ..Default::default()
+    };
+    let r = scan
+        .match_hashes(ask(BORDER_REMOVED))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &r.result.as_ref().unwrap().matches;
+    assert_eq!(m.len(), 1, "{r:?}");
+    assert_eq!(m[0].candidate, BORDER_REMOVED);
+    assert!(m[0].threshold <= 24, "{r:?}");
+    let r = scan.match_hashes(ask("")).await.unwrap().into_inner();
+    let m = &r.result.as_ref().unwrap().matches;
+    assert_eq!(
+        (m.len(), m[0].candidate.as_str(), m[0].threshold),
+        (1, "", 31)
+    );
+    let e = scan.match_hashes(ask("crop")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("hashes[0]") && e.message().contains("border_removed"),
+        "{e:?}"
+    );
+
+    // `baken scan --server --candidates border` derives the views on the client and sends
+    // hashes only; the server's match names the view.
+    let files = tempfile::tempdir().unwrap();
+    let copy_path = files.path().join("copy.png");
+    save_png(&copy_path, &c, fw, fh);
+    let client = files.path().join("client");
+    let url = format!("http://{}", running.addr);
+    let o = tokio::task::spawn_blocking(move || {
+        baken(&client)
+            .args(["scan", "--server", &url, "--candidates", "border"])
+            .arg(&copy_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    common::assert_exit(&o, 1);
+    let lines = json_lines(&o.stdout);
+    let item = lines
+        .iter()
+        .find(|l| l.get("matches").is_some())
+        .expect("an item line");
+    let m = pdq_matches(item);
+    assert_eq!(m.len(), 1, "{item}");
+    assert_eq!(m[0]["candidate"], BORDER_REMOVED, "{item}");
 
     let dir = tempfile::tempdir().unwrap();
     let mut bad = test_config(dir.path());

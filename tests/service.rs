@@ -129,6 +129,7 @@ async fn hash_scan_match_stream_and_metrics() {
                 value: near,
                 quality: Some(90),
                 dihedral: vec![],
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -146,6 +147,7 @@ async fn hash_scan_match_stream_and_metrics() {
                 value: other_pdq.clone(),
                 quality: None,
                 dihedral: vec![pdq.hash.clone()],
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -161,6 +163,7 @@ async fn hash_scan_match_stream_and_metrics() {
                 value: pdq.hash.clone(),
                 quality: Some(10),
                 dihedral: vec![],
+                ..Default::default()
             }],
             ..Default::default()
         })

@@ -295,11 +295,6 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
             (engine, reporting)
         }
         Some(addr) => {
-            if args.matching.candidate_options().any() {
-                bail!(
-                    "--candidates with --server is not supported yet: configure [matching] candidates on the server"
-                );
-            }
             if args.report.report {
                 bail!(
                     "--report with --server is not supported yet: the server creates reports for its own callers"
@@ -312,7 +307,11 @@ pub fn run_scan(args: ScanArgs, data: &Path, actor: &str) -> anyhow::Result<Exit
                 None => None,
             };
             let remote = RemoteMatcher::connect(addr, ca, args.token.as_deref())?;
-            (Engine::new(Arc::new(remote), DecodeLimits::default()), None)
+            // Views are derived here and sent as hashes; the server's candidate threshold and
+            // quality floor apply to them.
+            let engine = Engine::new(Arc::new(remote), DecodeLimits::default())
+                .with_candidates(args.matching.candidate_options());
+            (engine, None)
         }
     };
     engine.check_lists(&args.lists)?;

@@ -217,6 +217,39 @@ pub fn parse_hashes(
         }
         // The same hashes as Baken would have computed them, for a report on a match.
         let text = ty.format_value(&variants[0]);
+        if !h.candidate.is_empty() {
+            let name = candidate_name(&h.candidate)
+                .filter(|_| ty.as_str() == "pdq")
+                .ok_or_else(|| {
+                    invalid(
+                        "invalid_hash",
+                        format!(
+                            "hashes[{i}]: candidate {:?} is not a PDQ view's name ({})",
+                            h.candidate.chars().take(24).collect::<String>(),
+                            crate::hashing::candidates::NAMES.join(", ")
+                        ),
+                    )
+                })?;
+            out.candidates
+                .push(crate::hashing::candidates::CandidateOutput {
+                    name,
+                    // Where the view lies is the caller's; only its hash came.
+                    region: [0; 4],
+                    angle: None,
+                    pdq: PdqOutput {
+                        hash: text,
+                        quality: quality.unwrap_or(100),
+                        dihedral: variants.iter().map(hex::encode).collect(),
+                        mode: PdqMode::Full,
+                        fast: false,
+                    },
+                });
+            q.push(QueryHash {
+                candidate: Some(name),
+                ..QueryHash::new(ty, variants, quality)
+            });
+            continue;
+        }
         if ty.as_str() == "pdq" {
             out.pdq = Some(PdqOutput {
                 hash: text,
@@ -281,18 +314,12 @@ pub fn match_from_pb(m: &pb::Match) -> Result<Match, Status> {
     let candidate = if m.candidate.is_empty() {
         None
     } else {
-        Some(
-            crate::hashing::candidates::NAMES
-                .iter()
-                .copied()
-                .find(|n| *n == m.candidate)
-                .ok_or_else(|| {
-                    invalid(
-                        "invalid",
-                        format!("matches: unknown candidate {:?}", m.candidate),
-                    )
-                })?,
-        )
+        Some(candidate_name(&m.candidate).ok_or_else(|| {
+            invalid(
+                "invalid",
+                format!("matches: unknown candidate {:?}", m.candidate),
+            )
+        })?)
     };
     let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
     Ok(Match {
@@ -365,7 +392,16 @@ pub fn hash_value_pb(q: &QueryHash) -> pb::HashValue {
         value: variants.next().unwrap_or_default(),
         quality: q.quality.map(u32::from),
         dihedral: variants.collect(),
+        candidate: q.candidate.unwrap_or_default().to_string(),
     }
+}
+
+/// The `&'static` name of a candidate kind a caller named.
+fn candidate_name(name: &str) -> Option<&'static str> {
+    crate::hashing::candidates::NAMES
+        .iter()
+        .copied()
+        .find(|n| *n == name)
 }
 
 /// A report's context: the provider's settings (`[reports]`) plus what the caller sent.

@@ -33,7 +33,7 @@ pub struct FrameParams {
 impl Default for FrameParams {
     fn default() -> Self {
         FrameParams {
-            tolerance: 10,
+            tolerance: 6,
             min_run: 1.0 / 64.0,
             line_share: 0.9,
             min_keep: 0.2,
@@ -41,6 +41,22 @@ impl Default for FrameParams {
             gap: 0.1,
         }
     }
+}
+
+/// The views a frame removal tries: the frame that ends at its first line that is not frame,
+/// and, when different, the frame whose rows cross a few lines that are not (caption text). A
+/// photograph whose own edge rows are flat (a clear sky) is eaten into by the second, never by
+/// both, so both are hashed.
+pub fn frame_boxes(view: PixelView<'_>, p: &FrameParams) -> Vec<Rect> {
+    let strict = frame_box(view, &FrameParams { gap: 0.0, ..*p });
+    let crossing = frame_box(view, p);
+    let mut out: Vec<Rect> = strict.into_iter().collect();
+    if let Some(c) = crossing
+        && !out.iter().any(|r| super::near(r, &c))
+    {
+        out.push(c);
+    }
+    out
 }
 
 /// The picture inside a frame of flat regions, or `None` when no side has one. Top and bottom
@@ -236,6 +252,28 @@ mod tests {
                 y1: h + band
             }
         );
+    }
+
+    #[test]
+    fn a_flat_edge_of_the_picture_gives_two_views() {
+        // A caption band with a line of text above a photo whose own top 30 rows are flat
+        // (a clear sky): crossing the text also crosses into the sky; the strict view stops
+        // at the text, the crossing one at the photo's texture. Both are tried.
+        let (w, h) = (240, 200);
+        let mut img = photo(w, h);
+        img[..w * 30 * 3].fill(200);
+        let band = 40;
+        let mut s = vec![255u8; w * (h + band) * 3];
+        for y in 12..28 {
+            for x in (20..220).filter(|x| x % 9 < 2) {
+                s[(y * w + x) * 3..][..3].fill(0);
+            }
+        }
+        s[band * w * 3..].copy_from_slice(&img);
+        let views = frame_boxes(view(&s, w, h + band), &FrameParams::default());
+        assert_eq!(views.len(), 2, "{views:?}");
+        assert_eq!(views[0].y0, 12, "{views:?}");
+        assert_eq!(views[1].y0, band + 30, "{views:?}");
     }
 
     #[test]

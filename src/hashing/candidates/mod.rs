@@ -19,7 +19,7 @@ pub mod frame;
 
 pub use border::{BorderParams, border_box, border_boxes};
 pub use deskew::{DeskewParams, Skew, skew_angle};
-pub use frame::{FrameParams, frame_box};
+pub use frame::{FrameParams, frame_box, frame_boxes};
 
 /// Which derived views to hash. Off by default: each costs a PDQ and some false-match risk,
 /// and is turned on where measurements justify it (docs/robustness.md).
@@ -39,8 +39,8 @@ pub struct CandidateOptions {
     pub frame_params: FrameParams,
 }
 
-/// The default bound on derived views per image: two border views, a frame and a deskew.
-pub const DEFAULT_LIMIT: usize = 4;
+/// The default bound on derived views per image: two border views, two frame views, a deskew.
+pub const DEFAULT_LIMIT: usize = 5;
 
 impl Default for CandidateOptions {
     fn default() -> Self {
@@ -144,11 +144,12 @@ pub fn hash_candidates(
                 .map(|r| (BORDER_REMOVED, r)),
         );
     }
-    if opts.frame
-        && let Some(r) = frame_box(view, &opts.frame_params)
-        && !crops.iter().any(|(_, c)| near(c, &r))
-    {
-        crops.push((FRAME_REMOVED, r));
+    if opts.frame {
+        for r in frame_boxes(view, &opts.frame_params) {
+            if !crops.iter().any(|(_, c)| near(c, &r)) {
+                crops.push((FRAME_REMOVED, r));
+            }
+        }
     }
     let mut out = Vec::new();
     for (name, r) in crops.into_iter().take(opts.limit) {
@@ -185,7 +186,7 @@ pub fn hash_candidates(
 }
 
 /// Two regions within a few pixels of each other on every side hash alike: one is enough.
-fn near(a: &Rect, b: &Rect) -> bool {
+pub(crate) fn near(a: &Rect, b: &Rect) -> bool {
     a.x0.abs_diff(b.x0) + a.y0.abs_diff(b.y0) + a.x1.abs_diff(b.x1) + a.y1.abs_diff(b.y1) <= 3
 }
 
